@@ -1,0 +1,31 @@
+# The two commands: `make notebooks` (the main job) and `make test`. Each creates the virtual
+# environment in .venv and installs everything the first time, so a fresh clone needs nothing else.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: notebooks test benchmark lint clean
+
+notebooks: $(STAMP)
+	$(BIN)/python scripts/run_notebooks.py
+
+# pytest exits 5 when it collected nothing: that must fail, never pass silently.
+test: $(STAMP)
+	SMOKE_TEST=1 $(BIN)/python -m pytest; status=$$?; \
+	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/run_all.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[test]"
+	touch $(STAMP)
+
+clean:
+	rm -rf outputs checkpoints .pytest_cache

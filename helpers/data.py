@@ -1,0 +1,465 @@
+"""Datasets and loaders: load once, split reproducibly, and feed the training device fast.
+
+Two pipelines give the same augmentation:
+
+- "device" (the default): images are decoded once into a uint8 tensor and resized once; each batch
+  is then cropped, flipped and normalised on the training device. No per-image PIL work per epoch.
+- "classic": torchvision transforms on PIL images in DataLoader workers, as the course did.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import datasets, transforms
+
+from .environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE, default_data_dir, get_device, is_smoke_test
+
+
+class DatasetUnavailableError(RuntimeError):
+    """The dataset is not on disk and could not be downloaded."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    torchvision_class: type
+    shape: tuple[int, int, int]
+    classes: tuple[str, ...]
+    system_dir: str | None = None  # a folder where a system package installs the IDX files
+
+
+DATASETS = {
+    "mnist": DatasetInfo("MNIST", datasets.MNIST, (1, 28, 28), tuple(str(d) for d in range(10))),
+    "fashion_mnist": DatasetInfo(
+        "Fashion-MNIST",
+        datasets.FashionMNIST,
+        (1, 28, 28),
+        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+        system_dir="/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
+    ),
+    "cifar10": DatasetInfo(
+        "CIFAR-10",
+        datasets.CIFAR10,
+        (3, 32, 32),
+        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+    ),
+}
+
+
+class ImageData(NamedTuple):
+    """A dataset held in memory as uint8 images (N, C, H, W) and int64 labels."""
+
+    train_images: torch.Tensor
+    train_labels: torch.Tensor
+    test_images: torch.Tensor
+    test_labels: torch.Tensor
+    classes: tuple[str, ...]
+    synthetic: bool
+
+
+# --------------------------------------------------------------------------- the recipe
+
+
+@dataclass(frozen=True)
+class ImageRecipe:
+    """How images are prepared: resize, crop (random for training, centred otherwise), normalise."""
+
+    resize: int | None = None
+    crop: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    hflip: bool = False
+
+    def train_transforms(self) -> transforms.Compose:
+        """The classic torchvision transforms for training images."""
+        steps = self._resize_steps()
+        if self.crop is not None:
+            steps.append(transforms.RandomCrop(self.crop))
+        if self.hflip:
+            steps.append(transforms.RandomHorizontalFlip())
+        return transforms.Compose(steps + self._tensor_steps())
+
+    def test_transforms(self) -> transforms.Compose:
+        """The classic torchvision transforms for validation and test images."""
+        steps = self._resize_steps()
+        if self.crop is not None:
+            steps.append(transforms.CenterCrop(self.crop))
+        return transforms.Compose(steps + self._tensor_steps())
+
+    def _resize_steps(self) -> list:
+        return [] if self.resize is None else [transforms.Resize((self.resize, self.resize))]
+
+    def _tensor_steps(self) -> list:
+        steps = [transforms.ToTensor()]
+        if self.mean is not None:
+            steps.append(transforms.Normalize(self.mean, self.std))
+        return steps
+
+
+def unnormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
+    """Undo Normalize(mean, std): a new tensor in [0, 1]; the input is left untouched."""
+    if mean is None:
+        return images.clamp(0, 1)
+    shape = (-1, 1, 1)
+    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
+    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
+    return (images * std_t + mean_t).clamp(0, 1)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def read_idx(path: str | Path) -> torch.Tensor:
+    """Read an IDX file (the MNIST format), gzipped or not, into a uint8 tensor."""
+    path = Path(path)
+    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
+    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
+        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
+    num_dims = raw[3]
+    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(num_dims))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * num_dims)
+    return torch.from_numpy(data.copy()).reshape(shape)
+
+
+def _from_system_dir(info: DatasetInfo) -> ImageData | None:
+    """The dataset from a system package's IDX files, if they are installed."""
+    if info.system_dir is None:
+        return None
+    folder = Path(info.system_dir)
+    files = {split: (folder / f"{split}-images-idx3-ubyte.gz", folder / f"{split}-labels-idx1-ubyte.gz")
+             for split in ("train", "t10k")}
+    if not all(path.is_file() for pair in files.values() for path in pair):
+        return None
+    (train_x, train_y), (test_x, test_y) = (
+        (read_idx(images).unsqueeze(1), read_idx(labels).long()) for images, labels in files.values()
+    )
+    return ImageData(train_x, train_y, test_x, test_y, info.classes, synthetic=False)
+
+
+def _from_torchvision(info: DatasetInfo, root: Path, download: bool) -> ImageData:
+    train = info.torchvision_class(root, train=True, download=download)
+    test = info.torchvision_class(root, train=False, download=download)
+
+    def as_nchw(data) -> torch.Tensor:
+        images = torch.as_tensor(np.asarray(data))
+        return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
+
+    return ImageData(
+        as_nchw(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
+        as_nchw(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long),
+        info.classes, synthetic=False,
+    )
+
+
+def make_synthetic_data(name: str, num_train: int = SMOKE_TRAIN_SIZE, num_test: int = SMOKE_TEST_SIZE) -> ImageData:
+    """A small stand-in for a dataset: its real image shape and classes, learnable, the same every run.
+
+    Each class has a smooth random template; an image is its class's template plus noise.
+    """
+    info = DATASETS[name]
+    channels, height, width = info.shape
+    num_classes = len(info.classes)
+    generator = torch.Generator().manual_seed(sum(map(ord, name)))
+    coarse = torch.rand((num_classes, channels, 4, 4), generator=generator)
+    templates = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
+
+    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        labels = torch.randperm(count, generator=generator) % num_classes
+        noise = 0.15 * torch.randn((count, channels, height, width), generator=generator)
+        images = (0.1 + 0.8 * templates[labels] + noise).clamp(0, 1)
+        return (images * 255).round().to(torch.uint8), labels
+
+    train_images, train_labels = sample(num_train)
+    test_images, test_labels = sample(num_test)
+    return ImageData(train_images, train_labels, test_images, test_labels, info.classes, synthetic=True)
+
+
+def load_dataset(name: str, data_dir=None, download: bool = True, smoke_test: bool | None = None) -> ImageData:
+    """Load a whole dataset into memory as uint8 tensors, once.
+
+    Looks on disk first, then in a system package's folder, then downloads. In smoke mode a small
+    subset is kept, and a dataset that cannot be had is replaced by synthetic data, saying so.
+    """
+    info = _dataset_info(name)
+    smoke_test = is_smoke_test() if smoke_test is None else smoke_test
+    root = default_data_dir(data_dir)
+    data = _first_available(info, root, download)
+    if isinstance(data, Exception):
+        if not smoke_test:
+            raise DatasetUnavailableError(_missing_message(info, root, data)) from data
+        print(f"{info.name} is not available here ({_short(data)}): using a small synthetic "
+              f"stand-in with the same image shape and {len(info.classes)} classes.")
+        return make_synthetic_data(name)
+    return _smoke_subset(data) if smoke_test else data
+
+
+def _dataset_info(name: str) -> DatasetInfo:
+    if name not in DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
+    return DATASETS[name]
+
+
+def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData | Exception:
+    try:
+        return _from_torchvision(info, root, download=False)
+    except RuntimeError as not_on_disk:
+        error: Exception = not_on_disk
+    system_copy = _from_system_dir(info)
+    if system_copy is not None:
+        return system_copy
+    if download:
+        try:
+            return _from_torchvision(info, root, download=True)
+        except Exception as download_error:  # no network, a host that answers 403, a broken file...
+            error = download_error
+    return error
+
+
+def _missing_message(info: DatasetInfo, root: Path, error: Exception) -> str:
+    return (
+        f"{info.name} is not in {root.resolve()} and could not be downloaded ({_short(error)}).\n"
+        f"To fix it: on a machine with internet, run\n"
+        f"    python -c \"from torchvision import datasets; "
+        f"datasets.{info.torchvision_class.__name__}('{root}', download=True)\"\n"
+        f"and copy the folder here, or point DATA_DIR (or data_dir=) at a copy you have.\n"
+        f"To try the code without the data, set SMOKE_TEST=1: it runs offline on synthetic images."
+    )
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
+
+
+def _smoke_subset(data: ImageData) -> ImageData:
+    generator = torch.Generator().manual_seed(0)
+    train = torch.randperm(len(data.train_labels), generator=generator)[:SMOKE_TRAIN_SIZE]
+    test = torch.randperm(len(data.test_labels), generator=generator)[:SMOKE_TEST_SIZE]
+    return data._replace(
+        train_images=data.train_images[train], train_labels=data.train_labels[train],
+        test_images=data.test_images[test], test_labels=data.test_labels[test],
+    )
+
+
+def split_indices(num_items: int, validation_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded, disjoint (train, validation) index sets that together cover range(num_items)."""
+    if not 0 < validation_fraction < 1:
+        raise ValueError(
+            f"validation_fraction must lie strictly between 0 and 1 (got {validation_fraction}); "
+            "0.1 keeps a tenth of the training images for validation."
+        )
+    num_valid = round(num_items * validation_fraction)
+    if not 0 < num_valid < num_items:
+        raise ValueError(
+            f"validation_fraction={validation_fraction} of {num_items} images leaves an empty "
+            "training or validation set; choose a fraction nearer 0.1."
+        )
+    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
+    return order[num_valid:].sort().values, order[:num_valid].sort().values
+
+
+# --------------------------------------------------------------------------- the device pipeline
+
+
+def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> torch.Tensor:
+    """Resize uint8 images (N, C, H, W) to size x size once, bilinear with antialiasing like PIL."""
+    resized = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
+    for start in range(0, len(images), chunk_size):
+        chunk = images[start:start + chunk_size].float()
+        out = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+        resized[start:start + chunk_size] = out.round_().clamp_(0, 255).to(torch.uint8)
+    return resized
+
+
+class DeviceLoader:
+    """Batches from uint8 images that already sit on the device; cropping and normalising happen there.
+
+    Yields (images, labels) like a DataLoader. Its `generator` drives the order, crops and flips,
+    so saving its state is enough to resume the data order exactly.
+    """
+
+    def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
+                 shuffle=False, drop_last=False, seed=0, device=None):
+        self.device = get_device(device)
+        self.images = images.to(self.device)
+        self.labels = labels.to(self.device)
+        self.batch_size = batch_size
+        self.recipe = recipe
+        self.classes = tuple(classes)
+        self.train, self.shuffle, self.drop_last = train, shuffle, drop_last
+        self.generator = torch.Generator().manual_seed(seed)  # on the CPU: device-independent
+        self._mean, self._std = _stats_tensor(recipe.mean, self.device), _stats_tensor(recipe.std, self.device)
+
+    @property
+    def num_images(self) -> int:
+        return len(self.labels)
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.num_images, self.batch_size)
+        return full if self.drop_last or rest == 0 else full + 1
+
+    def __iter__(self):
+        if self.shuffle:
+            order = torch.randperm(self.num_images, generator=self.generator).to(self.device)
+        else:
+            order = torch.arange(self.num_images, device=self.device)
+        for batch in range(len(self)):
+            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
+            yield self.prepare(self.images[index]), self.labels[index]
+
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Crop, flip and normalise a uint8 batch into the float batch the model sees."""
+        crop = self.recipe.crop
+        if crop is not None:
+            images = self._random_crop(images, crop) if self.train else _center_crop(images, crop)
+        if self.train and self.recipe.hflip:
+            flip = (torch.rand(len(images), generator=self.generator) < 0.5).to(self.device)
+            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        images = images.float().div_(255)
+        if self._mean is not None:
+            images = images.sub_(self._mean).div_(self._std)
+        return images
+
+    def _random_crop(self, images: torch.Tensor, crop: int) -> torch.Tensor:
+        # One offset per image, uniform over every valid position, as RandomCrop draws it.
+        count, _, height, width = images.shape
+        top = torch.randint(0, height - crop + 1, (count,), generator=self.generator).to(self.device)
+        left = torch.randint(0, width - crop + 1, (count,), generator=self.generator).to(self.device)
+        steps = torch.arange(crop, device=self.device)
+        rows = (top[:, None] + steps)[:, :, None]
+        cols = (left[:, None] + steps)[:, None, :]
+        batch = torch.arange(count, device=self.device)[:, None, None]
+        return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def _center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
+    height, width = images.shape[-2:]
+    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
+    return images[..., top:top + crop, left:left + crop]
+
+
+def _stats_tensor(values, device) -> torch.Tensor | None:
+    return None if values is None else torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+
+
+# --------------------------------------------------------------------------- the classic pipeline
+
+
+class ImageTensorDataset(Dataset):
+    """uint8 images served one by one as PIL images through torchvision transforms, as torchvision does."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, transform=None):
+        self.images = images.permute(0, 2, 3, 1).numpy()  # HWC, what PIL expects
+        self.labels = labels.tolist()
+        self.classes = tuple(classes)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def __getitem__(self, index: int):
+        image = self.images[index]
+        image = Image.fromarray(image[:, :, 0], mode="L") if image.shape[2] == 1 else Image.fromarray(image)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.labels[index]
+
+
+# --------------------------------------------------------------------------- the public loaders
+
+
+def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = None,
+                    validation_fraction: float = 0.1, pipeline: str = "device", device=None,
+                    train_transforms=None, test_transforms=None, num_workers: int = 2,
+                    data_dir=None, download: bool = True, seed: int = 123,
+                    smoke_test: bool | None = None):
+    """(train_loader, valid_loader, test_loader) for a dataset; validation uses the test transforms."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size}).")
+    if pipeline not in ("device", "classic"):
+        raise ValueError(f"pipeline must be 'device' or 'classic' (got {pipeline!r}).")
+    if pipeline == "device" and (train_transforms is not None or test_transforms is not None):
+        raise ValueError("Custom torchvision transforms need pipeline='classic'; the device "
+                         "pipeline takes its steps from recipe=ImageRecipe(...).")
+    recipe = recipe or ImageRecipe()
+    data = load_dataset(name, data_dir=data_dir, download=download, smoke_test=smoke_test)
+    train_index, valid_index = split_indices(len(data.train_labels), validation_fraction, seed)
+    splits = {
+        "train": (data.train_images[train_index], data.train_labels[train_index]),
+        "valid": (data.train_images[valid_index], data.train_labels[valid_index]),
+        "test": (data.test_images, data.test_labels),
+    }
+    if pipeline == "classic":
+        return _classic_loaders(splits, data.classes, batch_size, train_transforms or recipe.train_transforms(),
+                                test_transforms or recipe.test_transforms(), num_workers, seed, device)
+    return _device_loaders(splits, data.classes, batch_size, recipe, seed, device)
+
+
+def _device_loaders(splits, classes, batch_size, recipe, seed, device):
+    loaders = []
+    for split, (images, labels) in splits.items():
+        if recipe.resize is not None:
+            images = resize_images(images, recipe.resize)
+        train = split == "train"
+        loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train,
+                                    shuffle=train, drop_last=train, seed=seed, device=device))
+    return tuple(loaders)
+
+
+def _classic_loaders(splits, classes, batch_size, train_transforms, test_transforms, num_workers, seed, device):
+    pin_memory = get_device(device).type == "cuda"
+    loaders = []
+    for split, (images, labels) in splits.items():
+        train = split == "train"
+        dataset = ImageTensorDataset(images, labels, classes, train_transforms if train else test_transforms)
+        loaders.append(DataLoader(
+            dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+            pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed) if train else None,
+        ))
+    return tuple(loaders)
+
+
+def get_dataloaders_mnist(batch_size: int, **options):
+    """MNIST loaders: (train_loader, valid_loader, test_loader). Options as in get_dataloaders."""
+    return get_dataloaders("mnist", batch_size, **options)
+
+
+def get_dataloaders_fashion_mnist(batch_size: int, **options):
+    """Fashion-MNIST loaders: (train_loader, valid_loader, test_loader)."""
+    return get_dataloaders("fashion_mnist", batch_size, **options)
+
+
+def get_dataloaders_cifar10(batch_size: int, **options):
+    """CIFAR-10 loaders: (train_loader, valid_loader, test_loader)."""
+    return get_dataloaders("cifar10", batch_size, **options)
+
+
+def class_names(loader) -> tuple[str, ...]:
+    """The class names a loader's labels index into."""
+    classes = getattr(loader, "classes", None) or getattr(getattr(loader, "dataset", None), "classes", None)
+    if classes is None:
+        raise ValueError("This loader does not say its classes; pass num_classes= (or class names) explicitly.")
+    return tuple(classes)
+
+
+def sample_images(loader, count: int = 2) -> torch.Tensor:
+    """A few prepared images from a loader, leaving its random state as it was (for checks)."""
+    if isinstance(loader, DeviceLoader):
+        state = loader.generator.get_state()
+        try:
+            return loader.prepare(loader.images[:count])
+        finally:
+            loader.generator.set_state(state)
+    with torch.random.fork_rng(devices=[]):
+        return torch.stack([loader.dataset[i][0] for i in range(min(count, len(loader.dataset)))])

@@ -1,0 +1,104 @@
+"""Where the code runs: smoke mode, the training device, and the folders for data and checkpoints."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+# Smoke mode trains on this many images (training + validation) and tests on this many.
+SMOKE_TRAIN_SIZE = 512
+SMOKE_TEST_SIZE = 256
+
+
+def is_smoke_test() -> bool:
+    """True when the SMOKE_TEST environment variable asks for a quick run on small data."""
+    value = os.environ.get("SMOKE_TEST", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ValueError(
+        f"SMOKE_TEST={value!r} is not understood. Use SMOKE_TEST=1 for a quick run on small data, "
+        "or SMOKE_TEST=0 (or leave it unset) for the full recipe."
+    )
+
+
+def print_run_mode() -> bool:
+    """Say in one line whether this is a smoke test or the full recipe; return is_smoke_test()."""
+    if is_smoke_test():
+        print(
+            "SMOKE TEST: small data subsets and 1 short epoch, whatever NUM_EPOCHS says. "
+            "Numbers below show that the code runs, not what the model can reach."
+        )
+        return True
+    print("Full run: the complete datasets and the recipe's number of epochs.")
+    return False
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """The device to train on: the one given, else CUDA, else Apple's MPS, else the CPU."""
+    if device is not None:
+        return torch.device(device)
+    if torch.cuda.is_available():
+        # The current device, never a hard-coded ordinal that single-GPU machines lack.
+        return torch.device("cuda", torch.cuda.current_device())
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def in_colab() -> bool:
+    """True inside Google Colab."""
+    return "google.colab" in sys.modules
+
+
+def repo_root() -> Path | None:
+    """The repository's top folder when the helpers run from a checkout, else None."""
+    root = Path(__file__).resolve().parent.parent
+    return root if (root / "pyproject.toml").is_file() and (root / "notebooks").is_dir() else None
+
+
+def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
+    """Where datasets live: the argument, else $DATA_DIR, else the checkout's data/, else ./data."""
+    if data_dir is not None:
+        return Path(data_dir).expanduser()
+    if os.environ.get("DATA_DIR"):
+        return Path(os.environ["DATA_DIR"]).expanduser()
+    root = repo_root()
+    return root / "data" if root is not None else Path("data")
+
+
+def checkpoint_dir(use_google_drive: bool = False) -> Path:
+    """The folder for checkpoints.
+
+    Smoke runs get a fresh temporary folder, so a quick test never resumes from, or overwrites,
+    a real run. On Colab, use_google_drive=True mounts Google Drive so that checkpoints outlive
+    a disconnected runtime.
+    """
+    if is_smoke_test():
+        return Path(tempfile.mkdtemp(prefix="smoke-checkpoints-"))
+    if use_google_drive and in_colab():
+        from google.colab import drive  # only importable on Colab
+
+        drive.mount("/content/drive")
+        folder = Path("/content/drive/MyDrive/deep-cnn-checkpoints")
+    else:
+        root = repo_root()
+        folder = root / "checkpoints" if root is not None else Path("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def run_checkpoint_path(folder: str | os.PathLike, name: str, **settings) -> Path:
+    """A checkpoint file named after the run's settings, so that changing one starts a new run."""
+    parts = [name] + [f"{key.lower()}{value}" for key, value in settings.items()]
+    filename = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(parts))
+    return Path(folder) / f"{filename}.pt"

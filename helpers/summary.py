@@ -1,0 +1,59 @@
+"""Shape walk-throughs: every layer's output shape and parameter count, computed rather than guessed."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+class LayerRow(NamedTuple):
+    name: str
+    kind: str
+    output_shape: tuple[int, ...]
+    num_params: int
+
+
+def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int:
+    """The number of (trainable) parameters."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def layer_summary(model: torch.nn.Module, input_shape, show: bool = True) -> list[LayerRow]:
+    """Run one input of input_shape (C, H, W) through the model and list each layer's output.
+
+    Only layers without sub-layers are listed, in the order they run; the model is left unchanged.
+    """
+    rows: list[LayerRow] = []
+    names = {module: name for name, module in model.named_modules()}
+
+    def record(module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            params = sum(p.numel() for p in module.parameters(recurse=False))
+            rows.append(LayerRow(names[module], type(module).__name__, tuple(output.shape[1:]), params))
+
+    leaves = [m for m in model.modules() if not list(m.children())]
+    handles = [m.register_forward_hook(record) for m in leaves]
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            model(torch.zeros((1, *input_shape), dtype=parameter.dtype, device=parameter.device))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    if show:
+        _print_rows(rows, input_shape, count_parameters(model))
+    return rows
+
+
+def _print_rows(rows: list[LayerRow], input_shape, total: int) -> None:
+    width = max(len(f"{r.name} ({r.kind})") for r in rows)
+    print(f"{'input':<{width}}  {str(tuple(input_shape)):<18}")
+    for row in rows:
+        label = f"{row.name} ({row.kind})"
+        params = f"{row.num_params:,}" if row.num_params else ""
+        print(f"{label:<{width}}  {str(row.output_shape):<18} {params:>12}")
+    print(f"{'Total parameters':<{width}}  {'':<18} {total:>12,}")
