@@ -463,3 +463,21 @@ def sample_images(loader, count: int = 2) -> torch.Tensor:
             loader.generator.set_state(state)
     with torch.random.fork_rng(devices=[]):
         return torch.stack([loader.dataset[i][0] for i in range(min(count, len(loader.dataset)))])
+
+
+def compute_channel_stats(images: torch.Tensor, chunk_size: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Exact per-channel (mean, std) of uint8 images (N, C, H, W) scaled to [0, 1].
+
+    Sums run over every pixel in float64, chunk by chunk: no average of per-batch averages.
+    """
+    channels = images.shape[1]
+    total = torch.zeros(channels, dtype=torch.float64)
+    total_sq = torch.zeros(channels, dtype=torch.float64)
+    for start in range(0, len(images), chunk_size):
+        chunk = images[start:start + chunk_size].to("cpu", torch.float64).div_(255)
+        total += chunk.sum(dim=(0, 2, 3))
+        total_sq += chunk.square().sum(dim=(0, 2, 3))
+    count = images.numel() // channels
+    mean = total / count
+    std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
+    return tuple(mean.tolist()), tuple(std.tolist())

@@ -57,3 +57,21 @@ def _print_rows(rows: list[LayerRow], input_shape, total: int) -> None:
         params = f"{row.num_params:,}" if row.num_params else ""
         print(f"{label:<{width}}  {str(row.output_shape):<18} {params:>12}")
     print(f"{'Total parameters':<{width}}  {'':<18} {total:>12,}")
+
+
+def count_flops(model: torch.nn.Module, input_shape) -> int:
+    """Floating-point operations of one forward pass on one image of input_shape (C, H, W).
+
+    Counted by torch's FlopCounterMode: a multiply-add counts as two operations.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    parameter = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), FlopCounterMode(display=False) as counter:
+            model(torch.zeros((1, *input_shape), dtype=parameter.dtype, device=parameter.device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops()
