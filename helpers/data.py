@@ -285,12 +285,17 @@ def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> to
 class DeviceLoader:
     """Batches from uint8 images that already sit on the device; cropping and normalising happen there.
 
-    Yields (images, labels) like a DataLoader. Its `generator` drives the order, crops and flips,
-    so saving its state is enough to resume the data order exactly.
+    Yields (images, labels) like a DataLoader. The recipe's resize is applied once, here. Its
+    `generator` drives the order, crops and flips, so its state is all a resumed run needs.
     """
 
     def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
                  shuffle=False, drop_last=False, seed=0, device=None):
+        if recipe.resize is not None and tuple(images.shape[-2:]) != (recipe.resize, recipe.resize):
+            images = resize_images(images, recipe.resize)
+        if recipe.crop is not None and min(images.shape[-2:]) < recipe.crop:
+            raise ValueError(f"Images of {images.shape[-2]}x{images.shape[-1]} pixels cannot be cropped to "
+                             f"{recipe.crop}x{recipe.crop}: resize them first, e.g. ImageRecipe(resize=70, crop=64).")
         self.device = get_device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
@@ -409,8 +414,6 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
 def _device_loaders(splits, classes, batch_size, recipe, seed, device):
     loaders = []
     for split, (images, labels) in splits.items():
-        if recipe.resize is not None:
-            images = resize_images(images, recipe.resize)
         train = split == "train"
         loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train,
                                     shuffle=train, drop_last=train, seed=seed, device=device))

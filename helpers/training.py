@@ -117,6 +117,8 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader=None,
 
     if run.history.num_epochs >= num_epochs:
         return run.finish(test_loader, device, channels_last, already_done=True)
+    if run.history.num_epochs:
+        print(f"Resuming from {run.path} after epoch {run.history.num_epochs}.")
     step_model = torch.compile(model) if compile_model else model
     for epoch in range(run.history.num_epochs + 1, num_epochs + 1):
         try:
@@ -194,7 +196,6 @@ class _Run:
         self.history = History(**state["history"])
         self.best_state = state["best_model"]
         restore_rng_states(state["rng"], self.loaders)
-        print(f"Resumed from {self.path} after epoch {self.history.num_epochs}.")
 
     def record_epoch(self, stats: dict) -> None:
         history = self.history
@@ -238,7 +239,7 @@ class _Run:
     def finish(self, test_loader, device, channels_last, already_done=False) -> History:
         history = self.history
         if already_done:
-            print(f"{self.path} holds a finished run of {history.num_epochs} epochs: loaded it "
+            print(f"{self.path} holds a finished run ({history.num_epochs} epochs): loaded it "
                   "instead of training. Delete the file to train again.")
         self.model.load_state_dict(self.best_state)
         print(f"Best validation accuracy {history.best_valid_acc:.2f}% at epoch {history.best_epoch}; "

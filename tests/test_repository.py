@@ -1,0 +1,59 @@
+"""The repository's own hygiene: clean notebooks, matching dependency lists, lint, and CI = README."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def requirement_names(requirements) -> dict[str, str]:
+    pairs = (re.match(r"^([A-Za-z0-9_.-]+)\s*(.*)$", r.strip()).groups() for r in requirements)
+    return {name.lower(): spec.replace(" ", "") for name, spec in pairs}
+
+
+def test_there_are_notebooks():
+    assert len(NOTEBOOKS) >= 3
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_committed_without_outputs(path):
+    notebook = json.loads(path.read_text())
+    dirty = [i for i, cell in enumerate(notebook["cells"]) if cell["cell_type"] == "code"
+             and (cell.get("outputs") or cell.get("execution_count") is not None)]
+    assert not dirty, f"{path.name}: cells {dirty} carry outputs; clear them before committing"
+
+
+def test_environment_yml_lists_what_pyproject_lists():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = requirement_names(project["dependencies"] + project["optional-dependencies"]["test"])
+    lines = (ROOT / "environment.yml").read_text().splitlines()
+    pip_section = [line.strip()[2:] for line in lines if line.startswith("      - ") and "-e ." not in line]
+    assert requirement_names(pip_section) == wanted
+
+
+def test_torch_is_never_pinned_above_what_colab_has():
+    """Lower bounds only, so installing the helpers keeps the torch a machine already has."""
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    for name, spec in requirement_names(dependencies).items():
+        assert spec.startswith(">=") and "," not in spec and "<" not in spec, f"{name}{spec}"
+
+
+def test_ruff_passes_on_code_and_notebooks():
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", str(ROOT)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "make test" in readme and "make notebooks" in readme
+    assert re.search(r"^make test$", ci, re.MULTILINE)
