@@ -315,37 +315,58 @@ class DeviceLoader:
         return full if self.drop_last or rest == 0 else full + 1
 
     def __iter__(self):
-        if self.shuffle:
-            order = torch.randperm(self.num_images, generator=self.generator).to(self.device)
-        else:
-            order = torch.arange(self.num_images, device=self.device)
+        # All of an epoch's random draws happen here, on the CPU, and cross to the device in one
+        # copy: a copy per batch would make the host wait for the GPU at every step.
+        order = torch.randperm(self.num_images, generator=self.generator) if self.shuffle else None
+        plan = self._draw_augmentation(self.num_images)
+        order = order.to(self.device) if order is not None else torch.arange(self.num_images, device=self.device)
         for batch in range(len(self)):
-            index = order[batch * self.batch_size:(batch + 1) * self.batch_size]
-            yield self.prepare(self.images[index]), self.labels[index]
+            window = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
+            index = order[window]
+            augmentation = {key: values[window] for key, values in plan.items()}
+            yield self.prepare(self.images[index], augmentation), self.labels[index]
 
-    def prepare(self, images: torch.Tensor) -> torch.Tensor:
-        """Crop, flip and normalise a uint8 batch into the float batch the model sees."""
+    def prepare(self, images: torch.Tensor, augmentation: dict | None = None) -> torch.Tensor:
+        """Crop, flip and normalise a uint8 batch into the float batch the model sees.
+
+        Training loaders draw random crop offsets and flips unless `augmentation` brings them.
+        """
+        if augmentation is None:
+            augmentation = self._draw_augmentation(len(images))
         crop = self.recipe.crop
-        if crop is not None:
-            images = self._random_crop(images, crop) if self.train else _center_crop(images, crop)
-        if self.train and self.recipe.hflip:
-            flip = (torch.rand(len(images), generator=self.generator) < 0.5).to(self.device)
-            images = torch.where(flip[:, None, None, None], images.flip(-1), images)
+        if "top" in augmentation:
+            images = _crop_at(images, crop, augmentation["top"], augmentation["left"])
+        elif crop is not None:
+            images = _center_crop(images, crop)
+        if "flip" in augmentation:
+            images = torch.where(augmentation["flip"][:, None, None, None], images.flip(-1), images)
         images = images.float().div_(255)
         if self._mean is not None:
             images = images.sub_(self._mean).div_(self._std)
         return images
 
-    def _random_crop(self, images: torch.Tensor, crop: int) -> torch.Tensor:
-        # One offset per image, uniform over every valid position, as RandomCrop draws it.
-        count, _, height, width = images.shape
-        top = torch.randint(0, height - crop + 1, (count,), generator=self.generator).to(self.device)
-        left = torch.randint(0, width - crop + 1, (count,), generator=self.generator).to(self.device)
-        steps = torch.arange(crop, device=self.device)
-        rows = (top[:, None] + steps)[:, :, None]
-        cols = (left[:, None] + steps)[:, None, :]
-        batch = torch.arange(count, device=self.device)[:, None, None]
-        return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    def _draw_augmentation(self, count: int) -> dict[str, torch.Tensor]:
+        """Random crop offsets (uniform over every valid position, as RandomCrop) and flips."""
+        if not self.train:
+            return {}
+        plan = {}
+        crop = self.recipe.crop
+        if crop is not None:
+            height, width = self.images.shape[-2:]
+            plan["top"] = torch.randint(0, height - crop + 1, (count,), generator=self.generator)
+            plan["left"] = torch.randint(0, width - crop + 1, (count,), generator=self.generator)
+        if self.recipe.hflip:
+            plan["flip"] = torch.rand(count, generator=self.generator) < 0.5
+        return {key: values.to(self.device) for key, values in plan.items()}
+
+
+def _crop_at(images: torch.Tensor, crop: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
+    """Cut a crop x crop window from each image at its own offset, in one gather."""
+    steps = torch.arange(crop, device=images.device)
+    rows = (top[:, None] + steps)[:, :, None]
+    cols = (left[:, None] + steps)[:, None, :]
+    batch = torch.arange(len(images), device=images.device)[:, None, None]
+    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
 
 
 def _center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:

@@ -30,11 +30,11 @@ def kill_during_epoch_two(loader) -> None:
     """Die three batches into epoch 2 (after the preflight's one call and epoch 1's batches)."""
     prepare, calls = loader.prepare, [0]
 
-    def counting_prepare(images):
+    def counting_prepare(images, *args):
         calls[0] += 1
         if calls[0] == 1 + len(loader) + 3:
             die()
-        return prepare(images)
+        return prepare(images, *args)
 
     loader.prepare = counting_prepare
 

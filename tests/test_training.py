@@ -216,11 +216,11 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(no_smoke, tmp_path, 
     loaders = tiny_loaders()
     prepare, calls = loaders[0].prepare, [0]
 
-    def interrupt_in_epoch_two(images):
+    def interrupt_in_epoch_two(images, *args):
         calls[0] += 1
         if calls[0] == 1 + len(loaders[0]) + 2:
             raise KeyboardInterrupt
-        return prepare(images)
+        return prepare(images, *args)
 
     loaders[0].prepare = interrupt_in_epoch_two
     with pytest.raises(KeyboardInterrupt):
