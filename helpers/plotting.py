@@ -24,10 +24,11 @@ def plot_training_loss(history, averaging_iterations: int = 100, iter_per_epoch:
     losses = np.asarray(getattr(history, "batch_losses", history), dtype=float)
     iter_per_epoch = iter_per_epoch or getattr(history, "iter_per_epoch", 0)
     iterations = np.arange(1, len(losses) + 1)
+    marker = "o" if len(losses) < 20 else None  # a short run's few points would not show as lines
     fig, ax = plt.subplots(figsize=(7, 4))
-    ax.plot(iterations, losses, alpha=0.35, label="Minibatch loss")
+    ax.plot(iterations, losses, alpha=0.35, marker=marker, label="Minibatch loss")
     average_x, average = running_average(losses, averaging_iterations)
-    ax.plot(average_x, average, label=f"Running average ({averaging_iterations} iterations)")
+    ax.plot(average_x, average, marker=marker, label=f"Running average ({averaging_iterations} iterations)")
     # Early losses dwarf the rest; start the axis near where training settles.
     if len(losses) > 10:
         ax.set_ylim(max(0.0, losses.min() * 0.9), np.percentile(losses, 99) * 1.1)
