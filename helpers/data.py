@@ -312,7 +312,8 @@ class DeviceLoader:
 
     def __len__(self) -> int:
         full, rest = divmod(self.num_images, self.batch_size)
-        return full if self.drop_last or rest == 0 else full + 1
+        # drop_last drops a partial batch only when a full one exists: an epoch is never empty.
+        return full if rest == 0 or (self.drop_last and full > 0) else full + 1
 
     def __iter__(self):
         # All of an epoch's random draws happen here, on the CPU, and cross to the device in one
@@ -448,7 +449,8 @@ def _classic_loaders(splits, classes, batch_size, train_transforms, test_transfo
         train = split == "train"
         dataset = ImageTensorDataset(images, labels, classes, train_transforms if train else test_transforms)
         loaders.append(DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, drop_last=train, num_workers=num_workers,
+            dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
+            num_workers=num_workers,
             pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed) if train else None,
         ))
     return tuple(loaders)

@@ -65,13 +65,13 @@ def test_split_rejects_a_fraction_that_empties_a_set():
 
 @pytest.mark.parametrize("pipeline", ["device", "classic"])
 def test_loaders_give_cifar_shaped_batches(pipeline, empty_data_dir):
-    loaders = get_dataloaders("cifar10", 32, recipe=CIFAR_RECIPE, pipeline=pipeline, num_workers=0,
+    loaders = get_dataloaders("cifar10", 16, recipe=CIFAR_RECIPE, pipeline=pipeline, num_workers=0,
                               download=False, smoke_test=True)
     assert len(loaders) == 3
     for loader in loaders:
         images, labels = next(iter(loader))
-        assert images.shape == (32, 3, 64, 64) and images.dtype == torch.float32
-        assert labels.dtype == torch.int64 and labels.shape == (32,)
+        assert images.shape == (16, 3, 64, 64) and images.dtype == torch.float32
+        assert labels.dtype == torch.int64 and labels.shape == (16,)
         assert -1.0 <= images.min() and images.max() <= 1.0
 
 
@@ -297,3 +297,11 @@ def test_read_idx_rejects_other_files(tmp_path):
     path.write_bytes(b"hello world")
     with pytest.raises(ValueError, match="not an IDX file"):
         read_idx(path)
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+def test_a_batch_larger_than_the_training_set_still_gives_one_batch(pipeline, empty_data_dir):
+    train, _, _ = get_dataloaders("mnist", 1000, pipeline=pipeline, num_workers=0, download=False, smoke_test=True)
+    batches = list(train)
+    assert len(train) == len(batches) == 1
+    assert len(batches[0][1]) == environment.SMOKE_TRAIN_SIZE - round(0.1 * environment.SMOKE_TRAIN_SIZE)
