@@ -1,0 +1,84 @@
+"""The VGG16 of notebooks/02_vgg16_cifar10.ipynb: its size, its shapes, and its torchvision layout."""
+
+import math
+
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from tests.notebook_code import notebook_namespace
+
+# Output channels of VGG16's thirteen 3x3 convolutions, block by block.
+BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
+
+
+def expected_parameter_count(num_classes: int, pool_size: int = 3) -> int:
+    """Parameters of VGG16 computed from the architecture: weights plus biases of every layer."""
+    channels = [3] + [c for block in BLOCKS for c in block]
+    convolutions = sum((c_in * 3 * 3 + 1) * c_out for c_in, c_out in zip(channels, channels[1:]))
+    widths = [512 * pool_size * pool_size, 4096, 4096, num_classes]
+    linears = sum((w_in + 1) * w_out for w_in, w_out in zip(widths, widths[1:]))
+    return convolutions + linears
+
+
+@pytest.fixture(scope="module")
+def vgg16_class():
+    return notebook_namespace("02_vgg16_cifar10.ipynb")["VGG16"]
+
+
+@pytest.fixture(scope="module")
+def model(vgg16_class):
+    torch.manual_seed(0)
+    return vgg16_class(num_classes=10).eval()
+
+
+@pytest.fixture(scope="module")
+def torchvision_features():
+    return torchvision.models.vgg16().features  # built once: the whole network takes seconds on a CPU
+
+
+def test_parameter_count_matches_the_architecture(model):
+    count = sum(p.numel() for p in model.parameters())
+    assert count == expected_parameter_count(10) == 50_415_434  # the course's "50.4 M"
+
+
+def test_forward_gives_one_score_per_class_at_64x64(model):
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.shape == (2, 10)
+    assert torch.isfinite(logits).all()
+
+
+def test_final_feature_map_is_2x2_at_64x64_and_pooled_to_3x3(model):
+    with torch.no_grad():
+        feature_map = model.features(torch.randn(1, 3, 64, 64))
+        pooled = model.avgpool(feature_map)
+    assert feature_map.shape == (1, 512, 2, 2)
+    assert pooled.shape == (1, 512, 3, 3)
+
+
+def test_features_is_flat_and_in_torchvision_order(model, torchvision_features):
+    reference = torchvision_features
+    assert [type(layer) for layer in model.features] == [type(layer) for layer in reference]
+    assert all(not list(layer.children()) for layer in model.features)
+
+
+def test_torchvision_vgg16_features_load_strictly(vgg16_class, torchvision_features):
+    reference = torchvision_features
+    ours = vgg16_class(num_classes=10)
+    result = ours.features.load_state_dict(reference.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    with torch.no_grad():
+        probe = torch.randn(1, 3, 32, 32)
+        assert torch.equal(ours.features(probe), reference(probe))
+
+
+def test_kaiming_uniform_initialisation(model):
+    for layer in model.modules():
+        if isinstance(layer, (nn.Conv2d, nn.Linear)):
+            fan_in = layer.weight[0].numel()
+            bound = math.sqrt(6 / fan_in)  # kaiming_uniform_ with the ReLU gain
+            assert layer.weight.abs().max() <= bound
+            assert layer.weight.abs().max() > 0.9 * bound  # not PyTorch's default, 1/sqrt(fan_in)
+            assert torch.all(layer.bias == 0)
