@@ -285,12 +285,13 @@ def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> to
 class DeviceLoader:
     """Batches from uint8 images that already sit on the device; cropping and normalising happen there.
 
-    Yields (images, labels) like a DataLoader. The recipe's resize is applied once, here. Its
-    `generator` drives the order, crops and flips, so its state is all a resumed run needs.
+    Yields (images, labels) like a DataLoader. The recipe's resize is applied once, here. Order,
+    crops and flips come from torch's global random generator, as a DataLoader's do, so that
+    set_all_seeds() repeats them; pass seed= to give the loader a generator of its own.
     """
 
     def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
-                 shuffle=False, drop_last=False, seed=0, device=None):
+                 shuffle=False, drop_last=False, seed: int | None = None, device=None):
         if recipe.resize is not None and tuple(images.shape[-2:]) != (recipe.resize, recipe.resize):
             images = resize_images(images, recipe.resize)
         if recipe.crop is not None and min(images.shape[-2:]) < recipe.crop:
@@ -303,7 +304,8 @@ class DeviceLoader:
         self.recipe = recipe
         self.classes = tuple(classes)
         self.train, self.shuffle, self.drop_last = train, shuffle, drop_last
-        self.generator = torch.Generator().manual_seed(seed)  # on the CPU: device-independent
+        # Draws happen on the CPU, so a run repeats whatever the device.
+        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self._mean, self._std = _stats_tensor(recipe.mean, self.device), _stats_tensor(recipe.std, self.device)
 
     @property
@@ -411,7 +413,11 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
                     train_transforms=None, test_transforms=None, num_workers: int = 2,
                     data_dir=None, download: bool = True, seed: int = 123,
                     smoke_test: bool | None = None):
-    """(train_loader, valid_loader, test_loader) for a dataset; validation uses the test transforms."""
+    """(train_loader, valid_loader, test_loader) for a dataset; validation uses the test transforms.
+
+    `seed` fixes the validation split. The training order and crops follow torch's global random
+    state, as a DataLoader's do: set_all_seeds() before training repeats them.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be at least 1 (got {batch_size}).")
     if pipeline not in ("device", "classic"):
@@ -429,20 +435,20 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
     }
     if pipeline == "classic":
         return _classic_loaders(splits, data.classes, batch_size, train_transforms or recipe.train_transforms(),
-                                test_transforms or recipe.test_transforms(), num_workers, seed, device)
-    return _device_loaders(splits, data.classes, batch_size, recipe, seed, device)
+                                test_transforms or recipe.test_transforms(), num_workers, device)
+    return _device_loaders(splits, data.classes, batch_size, recipe, device)
 
 
-def _device_loaders(splits, classes, batch_size, recipe, seed, device):
+def _device_loaders(splits, classes, batch_size, recipe, device):
     loaders = []
     for split, (images, labels) in splits.items():
         train = split == "train"
         loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train,
-                                    shuffle=train, drop_last=train, seed=seed, device=device))
+                                    shuffle=train, drop_last=train, device=device))
     return tuple(loaders)
 
 
-def _classic_loaders(splits, classes, batch_size, train_transforms, test_transforms, num_workers, seed, device):
+def _classic_loaders(splits, classes, batch_size, train_transforms, test_transforms, num_workers, device):
     pin_memory = get_device(device).type == "cuda"
     loaders = []
     for split, (images, labels) in splits.items():
@@ -451,7 +457,7 @@ def _classic_loaders(splits, classes, batch_size, train_transforms, test_transfo
         loaders.append(DataLoader(
             dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
             num_workers=num_workers,
-            pin_memory=pin_memory, generator=torch.Generator().manual_seed(seed) if train else None,
+            pin_memory=pin_memory,
         ))
     return tuple(loaders)
 
@@ -480,15 +486,17 @@ def class_names(loader) -> tuple[str, ...]:
 
 
 def sample_images(loader, count: int = 2) -> torch.Tensor:
-    """A few prepared images from a loader, leaving its random state as it was (for checks)."""
-    if isinstance(loader, DeviceLoader):
-        state = loader.generator.get_state()
-        try:
-            return loader.prepare(loader.images[:count])
-        finally:
-            loader.generator.set_state(state)
-    with torch.random.fork_rng(devices=[]):
-        return torch.stack([loader.dataset[i][0] for i in range(min(count, len(loader.dataset)))])
+    """A few prepared images from a loader, leaving every random state as it was (for checks)."""
+    generator = getattr(loader, "generator", None)
+    state = generator.get_state() if generator is not None else None
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if isinstance(loader, DeviceLoader):
+                return loader.prepare(loader.images[:count])
+            return torch.stack([loader.dataset[i][0] for i in range(min(count, len(loader.dataset)))])
+    finally:
+        if state is not None:
+            generator.set_state(state)
 
 
 def compute_channel_stats(images: torch.Tensor, chunk_size: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision import transforms
 
-from helpers import environment
+from helpers import environment, set_all_seeds
 from helpers.data import (
     DatasetUnavailableError,
     DeviceLoader,
@@ -117,7 +117,19 @@ def test_batch_size_below_one_is_an_error(batch_size, empty_data_dir):
         get_dataloaders("mnist", batch_size, download=False, smoke_test=True)
 
 
-def test_same_seed_gives_the_same_batches():
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+def test_set_all_seeds_repeats_the_training_batches(pipeline, empty_data_dir):
+    train, _, _ = get_dataloaders("cifar10", 8, recipe=CIFAR_RECIPE, pipeline=pipeline, num_workers=0,
+                                  download=False, smoke_test=True)
+    batches = []
+    for seed in (5, 5, 6):
+        set_all_seeds(seed)
+        batches.append(next(iter(train)))
+    assert torch.equal(batches[0][0], batches[1][0]) and torch.equal(batches[0][1], batches[1][1])
+    assert not torch.equal(batches[0][0], batches[2][0])
+
+
+def test_a_loader_with_its_own_seed_repeats_its_batches():
     def first_batch():
         train = DeviceLoader(*make_synthetic_data("cifar10")[:2], 16, CIFAR_RECIPE, range(10),
                              train=True, shuffle=True, seed=7)
