@@ -306,7 +306,7 @@ class DeviceLoader:
         self.train, self.shuffle, self.drop_last = train, shuffle, drop_last
         # Draws happen on the CPU, so a run repeats whatever the device.
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._mean, self._std = _stats_tensor(recipe.mean, self.device), _stats_tensor(recipe.std, self.device)
+        self._scale, self._shift = _normalisation(recipe, self.device)
 
     @property
     def num_images(self) -> int:
@@ -327,26 +327,30 @@ class DeviceLoader:
             window = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
             index = order[window]
             augmentation = {key: values[window] for key, values in plan.items()}
-            yield self.prepare(self.images[index], augmentation), self.labels[index]
+            yield self.prepare(self.images, augmentation, index), self.labels[index]
 
-    def prepare(self, images: torch.Tensor, augmentation: dict | None = None) -> torch.Tensor:
-        """Crop, flip and normalise a uint8 batch into the float batch the model sees.
+    def prepare(self, images: torch.Tensor, augmentation: dict | None = None,
+                index: torch.Tensor | None = None) -> torch.Tensor:
+        """Crop, flip and normalise uint8 images (those at `index`, if given) into a float batch.
 
         Training loaders draw random crop offsets and flips unless `augmentation` brings them.
         """
+        if index is None:
+            index = torch.arange(len(images), device=images.device)
         if augmentation is None:
-            augmentation = self._draw_augmentation(len(images))
+            augmentation = self._draw_augmentation(len(index))
         crop = self.recipe.crop
         if "top" in augmentation:
-            images = _crop_at(images, crop, augmentation["top"], augmentation["left"])
-        elif crop is not None:
-            images = _center_crop(images, crop)
+            images = _crop_at(images, index, crop, augmentation["top"], augmentation["left"])
+        else:
+            # Crop the view first, so that only the kept pixels are copied.
+            images = (images if crop is None else _center_crop(images, crop)).index_select(0, index)
         if "flip" in augmentation:
             images = torch.where(augmentation["flip"][:, None, None, None], images.flip(-1), images)
-        images = images.float().div_(255)
-        if self._mean is not None:
-            images = images.sub_(self._mean).div_(self._std)
-        return images
+        if self._scale is None:
+            return images.float().div_(255)  # exactly ToTensor()
+        # Normalize((x / 255 - mean) / std) as one multiply and one add.
+        return images.float().mul_(self._scale).add_(self._shift)
 
     def _draw_augmentation(self, count: int) -> dict[str, torch.Tensor]:
         """Random crop offsets (uniform over every valid position, as RandomCrop) and flips."""
@@ -363,13 +367,12 @@ class DeviceLoader:
         return {key: values.to(self.device) for key, values in plan.items()}
 
 
-def _crop_at(images: torch.Tensor, crop: int, top: torch.Tensor, left: torch.Tensor) -> torch.Tensor:
-    """Cut a crop x crop window from each image at its own offset, in one gather."""
-    steps = torch.arange(crop, device=images.device)
-    rows = (top[:, None] + steps)[:, :, None]
-    cols = (left[:, None] + steps)[:, None, :]
-    batch = torch.arange(len(images), device=images.device)[:, None, None]
-    return images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+def _crop_at(images, index, crop: int, top, left) -> torch.Tensor:
+    """Cut from each image at `index` a crop x crop window at its own offset, in one gather."""
+    # A view of every window at every offset, (N, C, rows, columns, crop, crop): nothing is copied
+    # until each chosen image gives up its own window.
+    windows = images.unfold(2, crop, 1).unfold(3, crop, 1)
+    return windows[index, :, top, left]
 
 
 def _center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
@@ -378,8 +381,13 @@ def _center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
     return images[..., top:top + crop, left:left + crop]
 
 
-def _stats_tensor(values, device) -> torch.Tensor | None:
-    return None if values is None else torch.tensor(values, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+def _normalisation(recipe: ImageRecipe, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(scale, shift) with x * scale + shift == (x / 255 - mean) / std, or (None, None) without a mean."""
+    if recipe.mean is None:
+        return None, None
+    mean = torch.tensor(recipe.mean, dtype=torch.float64).view(1, -1, 1, 1)
+    std = torch.tensor(recipe.std, dtype=torch.float64).view(1, -1, 1, 1)
+    return (1 / (255 * std)).float().to(device), (-mean / std).float().to(device)
 
 
 # --------------------------------------------------------------------------- the classic pipeline
