@@ -226,6 +226,15 @@ class _Run:
             "rng": capture_rng_states(self.loaders),
         }, self.path)
 
+    def _save_test_accuracy(self) -> None:
+        # Only the history changes: the weights, optimizer and random states stay the last epoch's,
+        # so that a run extended to more epochs continues exactly where it stopped.
+        if self.path is None:
+            return
+        state = load_checkpoint(self.path)
+        state["history"] = asdict(self.history)
+        save_checkpoint(state, self.path)
+
     def interrupted_message(self, epoch: int) -> str:
         done = self.history.num_epochs
         if self.path is None:
@@ -246,7 +255,7 @@ class _Run:
               "the model now has those weights.")
         if test_loader is not None and (history.test_acc is None or not already_done):
             history.test_acc = evaluate(self.model, test_loader, device, self.precision.dtype, channels_last)[1]
-            self.save()
+            self._save_test_accuracy()
         if history.test_acc is not None:
             print(f"Test accuracy: {history.test_acc:.2f}%")
         return history

@@ -354,3 +354,29 @@ def test_compiled_model_trains_to_the_same_result(no_smoke):
     _, history_plain = run(num_epochs=1, model=without_dropout())
     _, history_compiled = run(num_epochs=1, model=without_dropout(), compile_model=True)
     assert history_compiled.batch_losses == pytest.approx(history_plain.batch_losses, rel=1e-3, abs=1e-4)
+
+
+def test_the_final_test_pass_leaves_the_last_epoch_in_the_checkpoint(no_smoke, tmp_path, monkeypatch):
+    """The test pass runs on the best epoch's weights; the checkpoint must keep the last epoch's,
+    so that a finished run extended to more epochs continues exactly where it stopped."""
+    import helpers.training
+
+    real_evaluate, calls = helpers.training.evaluate, []
+
+    def worse_every_epoch(model, loader, *args):
+        loss, accuracy = real_evaluate(model, loader, *args)
+        if loader is loaders[1]:  # validation: make epoch 1 the best, whatever the weights
+            calls.append(loader)
+            accuracy = 100.0 - len(calls)
+        return loss, accuracy
+
+    monkeypatch.setattr(helpers.training, "evaluate", worse_every_epoch)
+    loaders = tiny_loaders()
+    _, history = run(num_epochs=2, loaders=loaders, checkpoint_path=tmp_path / "tested.pt")
+    calls.clear()
+    loaders = (*tiny_loaders()[:2], None)
+    run(num_epochs=2, loaders=loaders, checkpoint_path=tmp_path / "untested.pt")
+    assert history.best_epoch == 1 and history.test_acc is not None
+    tested, untested = load_checkpoint(tmp_path / "tested.pt"), load_checkpoint(tmp_path / "untested.pt")
+    assert all(torch.equal(tested["model"][k], untested["model"][k]) for k in untested["model"])
+    assert tested["history"]["test_acc"] == history.test_acc
