@@ -22,7 +22,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { rm -rf $(VENV); \
+	    echo "Could not create $(VENV) with $(PYTHON). On Debian or Ubuntu: sudo apt install python3-venv;"; \
+	    echo "or name another Python 3.11+: make PYTHON=python3.12 ..."; exit 1; }
 	$(BIN)/python -m pip install --upgrade pip
 	$(BIN)/python -m pip install -e ".[test]"
 	touch $(STAMP)
