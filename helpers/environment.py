@@ -41,6 +41,9 @@ def print_run_mode() -> bool:
         )
         return True
     print("Full run: the complete datasets and the recipe's number of epochs.")
+    if get_device().type == "cpu":
+        print("No GPU found: fine for the MNIST notebook, but VGG16 and ResNet-34 would train for days. "
+              "On Colab choose Runtime -> Change runtime type -> T4 GPU; or set SMOKE_TEST=1 for a quick run.")
     return False
 
 

@@ -317,3 +317,16 @@ def test_a_batch_larger_than_the_training_set_still_gives_one_batch(pipeline, em
     batches = list(train)
     assert len(train) == len(batches) == 1
     assert len(batches[0][1]) == environment.SMOKE_TRAIN_SIZE - round(0.1 * environment.SMOKE_TRAIN_SIZE)
+
+
+def test_run_mode_is_announced_in_one_line(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    assert environment.print_run_mode() is True
+    assert capsys.readouterr().out.count("\n") == 1
+
+
+def test_a_full_run_without_a_gpu_warns_before_it_starts(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "0")
+    monkeypatch.setattr(environment, "get_device", lambda: torch.device("cpu"))
+    assert environment.print_run_mode() is False
+    assert "No GPU found" in capsys.readouterr().out
