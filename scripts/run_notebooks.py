@@ -65,10 +65,12 @@ def run(path: Path, smoke: bool) -> None:
     start = time.perf_counter()
     client = NotebookClient(notebook, timeout=900 if smoke else None, kernel_name="python3",
                             resources={"metadata": {"path": str(path.parent)}})
-    try:
-        client.execute()
-    finally:
-        nbformat.write(notebook, folder / path.name)
+    # The kernel's own log (warnings, a crash) goes to a file beside the executed notebook.
+    with open(folder / "kernel.log", "w") as kernel_log:
+        try:
+            client.execute(stderr=kernel_log)
+        finally:
+            nbformat.write(notebook, folder / path.name)
     figures = save_figures(notebook, folder)
     print(f"  {path.name}: {time.perf_counter() - start:.0f} s, {figures} figures -> {folder.relative_to(ROOT)}/")
 
