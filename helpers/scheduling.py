@@ -10,17 +10,23 @@ def is_plateau(scheduler) -> bool:
     return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
 
 
+def steps_every_batch(scheduler) -> bool:
+    """True for schedulers whose documentation steps them after every batch (OneCycleLR, CyclicLR)."""
+    return isinstance(scheduler, (torch.optim.lr_scheduler.OneCycleLR, torch.optim.lr_scheduler.CyclicLR))
+
+
 def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
     """The learning rate of each parameter group."""
     return [float(group["lr"]) for group in optimizer.param_groups]
 
 
 def step_scheduler(scheduler, valid_acc: float) -> None:
-    """One end-of-epoch step: plateau schedulers read the validation accuracy, the others the epoch.
+    """The end-of-epoch step: plateau schedulers read the validation accuracy, the others the epoch.
 
     Passing the accuracy to StepLR & co. would be read as an epoch number, and the rate collapses.
+    Per-batch schedulers are stepped by the training loop instead, and skipped here.
     """
-    if scheduler is None:
+    if scheduler is None or steps_every_batch(scheduler):
         return
     if is_plateau(scheduler):
         if scheduler.mode != "max":

@@ -22,7 +22,7 @@ from .checkpoint import (
 from .data import class_names, sample_images
 from .environment import get_device, is_smoke_test
 from .evaluation import compute_accuracy, evaluate
-from .scheduling import current_lrs, step_scheduler
+from .scheduling import current_lrs, step_scheduler, steps_every_batch
 
 CHECKPOINT_FORMAT = 1
 
@@ -298,7 +298,7 @@ def _train_epoch(run, step_model, epoch, num_epochs, train_loader, valid_loader,
     history = run.history
     print(f"Epoch {epoch:03d}/{num_epochs:03d} | loss {history.train_loss[-1]:.4f} | "
           f"train {train_acc:.2f}% | valid {valid_acc:.2f}% | {history.epoch_times[-1]:.1f} s")
-    if new_lr != lr:
+    if new_lr != lr and not steps_every_batch(run.scheduler):
         print(f"Learning rate {lr:g} -> {new_lr:g}")
 
 
@@ -306,6 +306,7 @@ def _fit_one_epoch(run, step_model, epoch, num_epochs, loader, device, logging_i
                    channels_last, loss_fn, lr) -> tuple[list[float], float]:
     """One pass of optimisation. Losses and hits stay on the device until a logging point."""
     model, optimizer, precision = run.model, run.optimizer, run.precision
+    batch_scheduler = run.scheduler if steps_every_batch(run.scheduler) else None
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     model.train()
     pending, losses = [], []
@@ -322,6 +323,8 @@ def _fit_one_epoch(run, step_model, epoch, num_epochs, loader, device, logging_i
         precision.scaler.scale(loss).backward()
         precision.scaler.step(optimizer)
         precision.scaler.update()
+        if batch_scheduler is not None:
+            batch_scheduler.step()
         pending.append(loss.detach())
         correct += (logits.argmax(1) == targets).sum()
         seen += len(targets)

@@ -125,7 +125,24 @@ def test_plateau_scheduler_in_min_mode_is_an_error(no_smoke):
         run(num_epochs=1, scheduler_factory=lambda opt: torch.optim.lr_scheduler.ReduceLROnPlateau(opt))
 
 
-def test_one_cycle_schedule_follows_its_own_epoch_count(no_smoke):
+def test_one_cycle_steps_after_every_batch_as_documented(no_smoke):
+    batches = len(tiny_loaders()[0])
+
+    def one_cycle(optimizer):
+        return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, epochs=3, steps_per_epoch=batches)
+
+    reference = one_cycle(torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1))
+    expected = []
+    for _ in range(3):
+        expected.append(reference.get_last_lr()[0])
+        for _ in range(batches):
+            reference.optimizer.step()
+            reference.step()
+    _, history = run(num_epochs=3, lr=0.1, scheduler_factory=one_cycle)  # a step too many would raise
+    assert history.learning_rates == pytest.approx(expected)
+
+
+def test_lambda_schedule_steps_once_per_epoch(no_smoke):
     def one_cycle(opt):
         return torch.optim.lr_scheduler.LambdaLR(opt, lambda epoch: [1.0, 0.5, 0.25][min(epoch, 2)])
 
