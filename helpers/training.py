@@ -104,7 +104,7 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader=None,
     default (amp=False / channels_last=False switch them off); compile_model=True uses torch.compile.
     In smoke mode (SMOKE_TEST=1) only one epoch runs.
     """
-    _check_arguments(num_epochs, optimizer, logging_interval)
+    _check_arguments(num_epochs, optimizer, logging_interval, valid_loader)
     if is_smoke_test() and num_epochs > 1:
         print(f"Smoke test: training 1 epoch instead of {num_epochs}.")
         num_epochs = 1
@@ -130,13 +130,16 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader=None,
     return run.finish(test_loader, device, channels_last)
 
 
-def _check_arguments(num_epochs, optimizer, logging_interval) -> None:
+def _check_arguments(num_epochs, optimizer, logging_interval, valid_loader) -> None:
     if not isinstance(num_epochs, int) or num_epochs < 1:
         raise ValueError(f"num_epochs must be a whole number of at least 1 (got {num_epochs!r}).")
     if optimizer is None:
         raise ValueError("train_model needs an optimizer, e.g. torch.optim.SGD(model.parameters(), lr=0.01).")
     if logging_interval < 1:
         raise ValueError(f"logging_interval must be at least 1 batch (got {logging_interval}).")
+    if valid_loader is None:
+        raise ValueError("train_model needs a valid_loader: it picks the best epoch by validation accuracy. "
+                         "The get_dataloaders_* functions return (train_loader, valid_loader, test_loader).")
 
 
 def _preflight(model, loader, device, channels_last) -> None:

@@ -342,6 +342,13 @@ def test_images_too_small_for_the_network_is_an_error():
         run(model=deep)
 
 
+def test_missing_validation_loader_is_an_error():
+    train_loader, _, _ = tiny_loaders()
+    model = tiny_model()
+    with pytest.raises(ValueError, match="needs a valid_loader"):
+        train_model(model, 1, train_loader, None, None, torch.optim.SGD(model.parameters(), lr=0.1))
+
+
 def test_missing_optimizer_is_an_error():
     train_loader, valid_loader, _ = tiny_loaders()
     with pytest.raises(ValueError, match="needs an optimizer"):
