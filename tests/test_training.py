@@ -153,7 +153,20 @@ def test_lambda_schedule_steps_once_per_epoch(no_smoke):
 # ----------------------------------------------------------------- reproducibility
 
 
-def test_same_seed_gives_identical_histories_and_weights(no_smoke):
+@pytest.fixture
+def deterministic_settings_restored(monkeypatch):
+    """set_deterministic changes process-wide switches; put them back for the tests that follow."""
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved[2:]
+
+
+def test_same_seed_gives_identical_histories_and_weights(no_smoke, deterministic_settings_restored):
     set_deterministic()
     model_a, history_a = run(num_epochs=2)
     model_b, history_b = run(num_epochs=2)
@@ -161,8 +174,7 @@ def test_same_seed_gives_identical_histories_and_weights(no_smoke):
     assert same_weights(model_a, model_b)
 
 
-def test_set_deterministic_works_on_cpu_and_sets_cublas_workspace(monkeypatch):
-    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+def test_set_deterministic_works_on_cpu_and_sets_cublas_workspace(deterministic_settings_restored):
     set_deterministic(allow_tf32=False)
     assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
     assert torch.are_deterministic_algorithms_enabled()
