@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gzip
+
 import numpy as np
 import pytest
 import torch
@@ -297,11 +299,21 @@ def test_unknown_dataset_is_named_in_the_error():
 # ----------------------------------------------------------------- real data from a system package
 
 
-def test_fashion_mnist_is_read_from_the_debian_package(empty_data_dir):
+def test_real_fashion_mnist_loads_with_its_true_shape():
+    # From data/ (torchvision's layout) or Debian's dataset-fashion-mnist, which .ci/run installs.
     data = load_dataset("fashion_mnist", download=False, smoke_test=False)
     assert not data.synthetic
     assert data.train_images.shape == (60_000, 1, 28, 28) and data.test_images.shape == (10_000, 1, 28, 28)
     assert torch.bincount(data.train_labels).tolist() == [6_000] * 10
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_read_idx_reads_what_was_written(tmp_path, compressed):
+    images = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8)
+    raw = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.numpy().tobytes()
+    path = tmp_path / ("images.gz" if compressed else "images")
+    path.write_bytes(gzip.compress(raw) if compressed else raw)
+    assert torch.equal(read_idx(path), images)
 
 
 def test_read_idx_rejects_other_files(tmp_path):
