@@ -197,7 +197,7 @@ def load_dataset(name: str, data_dir=None, download: bool = True, smoke_test: bo
     data = _first_available(info, root, download)
     if isinstance(data, Exception):
         if not smoke_test:
-            raise DatasetUnavailableError(_missing_message(info, root, data)) from data
+            raise DatasetUnavailableError(_missing_message(info, root, data, download)) from data
         print(f"{info.name} is not available here ({_short(data)}): using a small synthetic "
               f"stand-in with the same image shape and {len(info.classes)} classes.")
         return make_synthetic_data(name)
@@ -226,13 +226,14 @@ def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData
     return error
 
 
-def _missing_message(info: DatasetInfo, root: Path, error: Exception) -> str:
+def _missing_message(info: DatasetInfo, root: Path, error: Exception, download: bool) -> str:
+    why = f"could not be downloaded ({_short(error)})" if download else "download=False was given"
     return (
-        f"{info.name} is not in {root.resolve()} and could not be downloaded ({_short(error)}).\n"
+        f"{info.name} is not in {root.resolve()}, and {why}.\n"
         f"To fix it: on a machine with internet, run\n"
         f"    python -c \"from torchvision import datasets; "
         f"datasets.{info.torchvision_class.__name__}('{root}', download=True)\"\n"
-        f"and copy the folder here, or point DATA_DIR (or data_dir=) at a copy you have.\n"
+        f"and copy that folder to {root.resolve()} here, or point DATA_DIR (or data_dir=) at a copy you have.\n"
         f"To try the code without the data, set SMOKE_TEST=1: it runs offline on synthetic images."
     )
 
