@@ -18,6 +18,14 @@ def model_device(model: torch.nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def autocast(device: torch.device, dtype: torch.dtype | None):
+    """Mixed precision in dtype, or nothing at all when dtype is None.
+
+    Older torch releases reject some device types (Apple's MPS) in torch.autocast even when disabled.
+    """
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module):
     """Evaluate in eval mode without gradients, then put the model back in the mode it was in."""
@@ -38,7 +46,7 @@ def predictions(model, data_loader, device=None, amp_dtype=None, channels_last=F
         for features, targets in data_loader:
             features = features.to(device, non_blocking=True).contiguous(memory_format=memory_format)
             targets = targets.to(device, non_blocking=True)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            with autocast(device, amp_dtype):
                 logits = model(features)
             yield logits.float(), targets
 

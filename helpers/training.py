@@ -21,7 +21,7 @@ from .checkpoint import (
 )
 from .data import class_names, sample_images
 from .environment import get_device, is_smoke_test
-from .evaluation import compute_accuracy, evaluate
+from .evaluation import autocast, compute_accuracy, evaluate
 from .scheduling import current_lrs, step_scheduler, steps_every_batch
 
 CHECKPOINT_FORMAT = 1
@@ -319,7 +319,7 @@ def _fit_one_epoch(run, step_model, epoch, num_epochs, loader, device, logging_i
     for batch, (features, targets) in enumerate(progress, start=1):
         features = features.to(device, non_blocking=True).contiguous(memory_format=memory_format)
         targets = targets.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=precision.dtype, enabled=precision.dtype is not None):
+        with autocast(device, precision.dtype):
             logits = step_model(features)
             loss = loss_fn(logits, targets)
         optimizer.zero_grad(set_to_none=True)
