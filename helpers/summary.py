@@ -6,6 +6,8 @@ from typing import NamedTuple
 
 import torch
 
+from .evaluation import eval_mode
+
 
 class LayerRow(NamedTuple):
     name: str
@@ -34,14 +36,10 @@ def layer_summary(model: torch.nn.Module, input_shape, show: bool = True) -> lis
 
     leaves = [m for m in model.modules() if not list(m.children())]
     handles = [m.register_forward_hook(record) for m in leaves]
-    parameter = next(model.parameters())
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
-            model(torch.zeros((1, *input_shape), dtype=parameter.dtype, device=parameter.device))
+        with eval_mode(model):
+            model(_one_blank_image(model, input_shape))
     finally:
-        model.train(was_training)
         for handle in handles:
             handle.remove()
     if show:
@@ -66,12 +64,12 @@ def count_flops(model: torch.nn.Module, input_shape) -> int:
     """
     from torch.utils.flop_counter import FlopCounterMode
 
-    parameter = next(model.parameters())
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad(), FlopCounterMode(display=False) as counter:
-            model(torch.zeros((1, *input_shape), dtype=parameter.dtype, device=parameter.device))
-    finally:
-        model.train(was_training)
+    with eval_mode(model), FlopCounterMode(display=False) as counter:
+        model(_one_blank_image(model, input_shape))
     return counter.get_total_flops()
+
+
+def _one_blank_image(model: torch.nn.Module, input_shape) -> torch.Tensor:
+    """A batch of one zero image of input_shape, with the model's dtype and device."""
+    parameter = next(model.parameters())
+    return torch.zeros((1, *input_shape), dtype=parameter.dtype, device=parameter.device)

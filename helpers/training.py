@@ -21,7 +21,7 @@ from .checkpoint import (
 )
 from .data import class_names, sample_images
 from .environment import get_device, is_smoke_test
-from .evaluation import autocast, compute_accuracy, evaluate
+from .evaluation import autocast, compute_accuracy, eval_mode, evaluate
 from .scheduling import current_lrs, step_scheduler, steps_every_batch
 
 CHECKPOINT_FORMAT = 1
@@ -148,10 +148,8 @@ def _preflight(model, loader, device, channels_last) -> None:
     images = sample_images(loader).to(device)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model):
             logits = model(images)
     except RuntimeError as error:
         raise ValueError(
@@ -160,8 +158,6 @@ def _preflight(model, loader, device, channels_last) -> None:
             "downsampling, or have the wrong number of channels: resize them (ImageRecipe(resize=...)) "
             "or change the network's first layer."
         ) from error
-    finally:
-        model.train(was_training)
     if logits.ndim != 2 or logits.shape[1] != num_classes:
         raise ValueError(
             f"The model outputs {tuple(logits.shape[1:])} values per image, but the data has "
