@@ -26,6 +26,7 @@ import resource
 import time
 
 import torch
+from side_by_side import alternate
 
 import helpers.data
 from helpers import DatasetUnavailableError, ImageRecipe, get_dataloaders_cifar10, load_dataset
@@ -113,11 +114,8 @@ def report_memory(data, loaders, baseline_mb, peak_mb) -> dict:
 
 def compare(train_classic, train_ours, setup_s: float) -> dict:
     """Alternate the two training loaders ROUNDS times; print and return the best of each."""
-    classic_rates, our_rates = [], []
-    for round_number in range(1, ROUNDS + 1):
-        classic_rates.append(throughput(train_classic))
-        our_rates.append(throughput(train_ours))
-        print(f"round {round_number}: classic {classic_rates[-1]:,.0f} images/s, ours {our_rates[-1]:,.0f} images/s")
+    classic_rates, our_rates = alternate(ROUNDS, lambda: throughput(train_classic), lambda: throughput(train_ours),
+                                         lambda rate: f"{rate:,.0f} images/s")
     classic, ours = max(classic_rates), max(our_rates)
     ratio = ours / classic
     print(f"Training loader (best of {ROUNDS}): classic {classic:,.0f} images/s, ours {ours:,.0f} images/s, "

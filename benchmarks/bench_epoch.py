@@ -25,6 +25,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from side_by_side import alternate
 from torch import nn
 
 from helpers import get_dataloaders_fashion_mnist, set_all_seeds, train_model
@@ -128,11 +129,8 @@ def main() -> None:
     train_loader = get_dataloaders_fashion_mnist(BATCH_SIZE, device="cpu", smoke_test=False)[0]
     print(f"Data: real Fashion-MNIST (MNIST's shape), {train_loader.num_images} training images, "
           f"batch {BATCH_SIZE}; torch threads: {torch.get_num_threads()}")
-    classic_times, our_times = [], []
-    for round_number in range(1, ROUNDS + 1):
-        classic_times.append(quietly(time_classic))
-        our_times.append(quietly(time_ours))
-        print(f"round {round_number}: classic {classic_times[-1]:.1f} s, ours {our_times[-1]:.1f} s")
+    classic_times, our_times = alternate(ROUNDS, lambda: quietly(time_classic), lambda: quietly(time_ours),
+                                         lambda seconds: f"{seconds:.1f} s")
     classic, ours = min(classic_times), min(our_times)
     ratio = ours / classic
     print(f"One epoch (best of {ROUNDS}): classic {classic:.1f} s, ours {ours:.1f} s, "
