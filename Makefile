@@ -1,19 +1,28 @@
 # The two commands: `make notebooks` (the main job) and `make test`. Each creates the virtual
-# environment in .venv and installs everything the first time, so a fresh clone needs nothing else.
+# environment in .venv and installs everything the first time, and `make test` gets the data its tests
+# need, so a fresh clone needs nothing else.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: notebooks test benchmark lint clean
+.PHONY: notebooks test test-data set-repo-url benchmark lint clean
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/run_notebooks.py
 
 # pytest exits 5 when it collected nothing: that must fail, never pass silently.
-test: $(STAMP)
+test: $(STAMP) test-data
 	SMOKE_TEST=1 $(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+# The real-data tests need Fashion-MNIST: find a copy, or install Debian's package, or download it.
+test-data: $(STAMP)
+	$(BIN)/python scripts/get_test_data.py
+
+# The repository the Colab notebooks install from and open: make set-repo-url URL=https://github.com/you/fork
+set-repo-url:
+	$(PYTHON) scripts/set_repository_url.py "$(URL)"
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
