@@ -20,7 +20,6 @@ Run: .venv/bin/python benchmarks/bench_data.py
 
 from __future__ import annotations
 
-import contextlib
 import json
 import resource
 import time
@@ -28,8 +27,8 @@ import time
 import torch
 from side_by_side import alternate
 
-import helpers.data
-from helpers import DatasetUnavailableError, ImageRecipe, get_dataloaders_cifar10, load_dataset
+from helpers import DatasetUnavailableError, ImageData, ImageRecipe, get_dataloaders_cifar10, load_dataset
+from helpers.datasets import DATASETS
 
 BATCH_SIZE = 256
 RECIPE = ImageRecipe(resize=70, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3)
@@ -44,7 +43,7 @@ TARGET = 10.0  # ours / classic images per second, at least
 MB = 1e6
 
 
-def cifar10_or_synthetic() -> helpers.data.ImageData:
+def cifar10_or_synthetic() -> ImageData:
     """CIFAR-10 if it is on disk, else seeded random uint8 images of its shape, classes and size."""
     try:
         return load_dataset("cifar10", download=False, smoke_test=False)
@@ -52,20 +51,9 @@ def cifar10_or_synthetic() -> helpers.data.ImageData:
         generator = torch.Generator().manual_seed(0)
         images = torch.randint(0, 256, (NUM_TRAIN + NUM_TEST, 3, 32, 32), dtype=torch.uint8, generator=generator)
         labels = torch.randint(0, 10, (NUM_TRAIN + NUM_TEST,), generator=generator)
-        classes = helpers.data.DATASETS["cifar10"].classes
-        return helpers.data.ImageData(images[:NUM_TRAIN], labels[:NUM_TRAIN], images[NUM_TRAIN:],
-                                      labels[NUM_TRAIN:], classes, synthetic=True)
-
-
-@contextlib.contextmanager
-def serving(data: helpers.data.ImageData):
-    """Make the public loaders read `data` (outside smoke mode they would try to download CIFAR-10)."""
-    original = helpers.data.load_dataset
-    helpers.data.load_dataset = lambda *args, **kwargs: data
-    try:
-        yield
-    finally:
-        helpers.data.load_dataset = original
+        classes = DATASETS["cifar10"].classes
+        return ImageData(images[:NUM_TRAIN], labels[:NUM_TRAIN], images[NUM_TRAIN:], labels[NUM_TRAIN:],
+                         classes, synthetic=True)
 
 
 def peak_rss_mb() -> float:
@@ -86,15 +74,13 @@ def throughput(loader) -> float:
 def build_ours(data):
     """The device pipeline's loaders, their build time (resize once) and the peak memory after it."""
     start = time.perf_counter()
-    with serving(data):
-        loaders = get_dataloaders_cifar10(BATCH_SIZE, recipe=RECIPE, device="cpu", smoke_test=False)
+    loaders = get_dataloaders_cifar10(BATCH_SIZE, recipe=RECIPE, device="cpu", data=data)
     return loaders, time.perf_counter() - start, peak_rss_mb()
 
 
 def build_classic(data):
-    with serving(data):
-        return get_dataloaders_cifar10(BATCH_SIZE, recipe=RECIPE, pipeline="classic",
-                                       num_workers=NUM_WORKERS, device="cpu", smoke_test=False)
+    return get_dataloaders_cifar10(BATCH_SIZE, recipe=RECIPE, pipeline="classic", num_workers=NUM_WORKERS,
+                                   device="cpu", data=data)
 
 
 def report_memory(data, loaders, baseline_mb, peak_mb) -> dict:

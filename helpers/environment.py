@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import re
 import sys
 import tempfile
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"", "0", "false", "no", "off"}
+_FALSE = {"0", "false", "no", "off"}
 
 # Smoke mode trains on this many images (training + validation) and tests on this many: enough
 # for every code path, few enough that VGG16 runs a notebook in about a minute on 2 CPU cores.
@@ -19,9 +20,11 @@ SMOKE_TRAIN_SIZE = 192
 SMOKE_TEST_SIZE = 64
 
 
-def is_smoke_test() -> bool:
-    """True when the SMOKE_TEST environment variable asks for a quick run on small data."""
+def smoke_test_setting() -> bool | None:
+    """What the SMOKE_TEST environment variable says: True, False, or None when it is unset or empty."""
     value = os.environ.get("SMOKE_TEST", "").strip().lower()
+    if value == "":
+        return None
     if value in _TRUE:
         return True
     if value in _FALSE:
@@ -32,12 +35,17 @@ def is_smoke_test() -> bool:
     )
 
 
+def is_smoke_test() -> bool:
+    """True when the SMOKE_TEST environment variable asks for a quick run on small data."""
+    return smoke_test_setting() is True
+
+
 def print_run_mode() -> bool:
     """Say in one line whether this is a smoke test or the full recipe; return is_smoke_test()."""
     if is_smoke_test():
         print(
-            "SMOKE TEST: small data subsets and 1 short epoch, whatever NUM_EPOCHS says. "
-            "Numbers below show that the code runs, not what the model can reach."
+            "SMOKE TEST: small data subsets, so the numbers below show that the code runs, "
+            "not what the model can reach."
         )
         return True
     print("Full run: the complete datasets and the recipe's number of epochs.")
@@ -80,6 +88,18 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return root / "data" if root is not None else Path("data")
 
 
+GOOGLE_DRIVE = Path("/content/drive")
+DRIVE_FOLDERS = {"checkpoints": "deep-cnn-checkpoints", "data": "deep-cnn-data"}  # under MyDrive
+
+
+def google_drive_folder(kind: str) -> Path:
+    """A folder on Google Drive for "checkpoints" or "data", mounting Drive first (Colab only)."""
+    from google.colab import drive  # only importable on Colab
+
+    drive.mount(str(GOOGLE_DRIVE))
+    return GOOGLE_DRIVE / "MyDrive" / DRIVE_FOLDERS[kind]
+
+
 def checkpoint_dir(use_google_drive: bool = False) -> Path:
     """The folder for checkpoints.
 
@@ -90,13 +110,20 @@ def checkpoint_dir(use_google_drive: bool = False) -> Path:
     if is_smoke_test():
         return Path(tempfile.mkdtemp(prefix="smoke-checkpoints-"))
     if use_google_drive and in_colab():
-        from google.colab import drive  # only importable on Colab
-
-        drive.mount("/content/drive")
-        folder = Path("/content/drive/MyDrive/deep-cnn-checkpoints")
+        folder = google_drive_folder("checkpoints")
     else:
         root = repo_root()
         folder = root / "checkpoints" if root is not None else Path("checkpoints")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def dataset_dir(use_google_drive: bool = False) -> Path:
+    """The folder for datasets: on Colab with use_google_drive=True a folder on Google Drive, so that a
+    new runtime finds CIFAR-10 there instead of downloading it again; else default_data_dir()."""
+    if not (use_google_drive and in_colab()):
+        return default_data_dir()
+    folder = google_drive_folder("data")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 
@@ -105,4 +132,27 @@ def run_checkpoint_path(folder: str | os.PathLike, name: str, **settings) -> Pat
     """A checkpoint file named after the run's settings, so that changing one starts a new run."""
     parts = [name] + [f"{key.lower()}{value}" for key, value in settings.items()]
     filename = re.sub(r"[^A-Za-z0-9_.=-]+", "-", "_".join(parts))
-    return Path(folder) / f"{filename}.pt"
+    return Path(folder).expanduser() / f"{filename}.pt"
+
+
+def describe_hardware(device: str | torch.device | None = None) -> str:
+    """The training device in words: the GPU's name and memory, "Apple MPS", or the CPU's model and cores."""
+    device = get_device(device)
+    if device.type == "cuda":
+        properties = torch.cuda.get_device_properties(device)
+        return f"{properties.name} (CUDA, {properties.total_memory / 2**30:.0f} GiB)"
+    if device.type == "mps":
+        return "Apple MPS"
+    model = cpu_model()
+    cores = f"{os.cpu_count()} cores"
+    return f"CPU ({model}, {cores})" if model else f"CPU ({cores})"
+
+
+def cpu_model(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name where the system says it cheaply (Linux), else None."""
+    try:
+        lines = Path(cpuinfo).read_text().splitlines()
+    except OSError:  # not Linux
+        return platform.processor() or None
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return names[0] if names else None

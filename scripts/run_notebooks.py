@@ -16,6 +16,8 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from helpers.environment import smoke_test_setting
+
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUTS = ROOT / "outputs"
 
@@ -30,9 +32,9 @@ def has_network(host: str = "www.cs.toronto.edu", port: int = 443, timeout: floa
 
 
 def choose_mode() -> bool:
-    """Decide smoke mode and say why; an explicit SMOKE_TEST wins."""
-    if os.environ.get("SMOKE_TEST", "").strip():
-        smoke = os.environ["SMOKE_TEST"].strip().lower() not in ("0", "false", "no", "off")
+    """Decide smoke mode and say why; an explicit SMOKE_TEST wins, read by the notebooks' own rule."""
+    smoke = smoke_test_setting()  # an unknown value is an error here too, not a guess
+    if smoke is not None:
         print(f"SMOKE_TEST={os.environ['SMOKE_TEST']} given: {'smoke mode' if smoke else 'full recipes'}.")
         return smoke
     import torch
@@ -76,7 +78,11 @@ def run(path: Path, smoke: bool) -> None:
 
 
 def main(names: list[str]) -> int:
-    smoke = choose_mode()
+    try:
+        smoke = choose_mode()
+    except ValueError as unclear:  # SMOKE_TEST=maybe: say what it takes, without a traceback
+        print(unclear, file=sys.stderr)
+        return 2
     os.environ["SMOKE_TEST"] = "1" if smoke else "0"
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if names:

@@ -1,4 +1,6 @@
-"""Shared test settings."""
+"""Shared test settings, and the real Fashion-MNIST for the tests that train on real data."""
+
+from pathlib import Path
 
 import matplotlib
 import pytest
@@ -8,5 +10,27 @@ matplotlib.use("Agg")  # tests draw figures without a screen
 
 @pytest.fixture
 def no_smoke(monkeypatch):
-    """Tests of multi-epoch behaviour run outside smoke mode (which caps training at one epoch)."""
+    """Tests of full-recipe behaviour run outside smoke mode, whatever SMOKE_TEST the suite runs under."""
     monkeypatch.setenv("SMOKE_TEST", "0")
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist_dir() -> Path:
+    """A folder with real Fashion-MNIST's four IDX files, for load_dataset / get_dataloaders(data_dir=...)."""
+    from helpers.datasets import find_idx_files  # here: the Agg backend is chosen before helpers load pyplot
+    from tests.support import fashion_mnist_folders
+
+    for folder in fashion_mnist_folders():
+        if find_idx_files(folder) is not None:
+            return folder
+    places = ", ".join(str(folder) for folder in fashion_mnist_folders())
+    pytest.fail(f"Real Fashion-MNIST, which this test needs, is in none of {places}: install it with "
+                "`sudo apt-get install dataset-fashion-mnist` (or run `make test-data`, which downloads it "
+                "where apt cannot), then run the tests again.", pytrace=False)
+
+
+@pytest.fixture
+def empty_data_dir(tmp_path, monkeypatch):
+    """A data folder with nothing in it; downloads are off in the tests that use it."""
+    monkeypatch.setenv("DATA_DIR", str(tmp_path))
+    return tmp_path

@@ -1,11 +1,17 @@
-"""A tiny learnable dataset and network that train in well under a second."""
+"""A tiny learnable dataset and network that train in well under a second; where real Fashion-MNIST may be."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from helpers.data import DeviceLoader, ImageRecipe, make_synthetic_data
+from helpers.datasets import make_synthetic_data
+from helpers.loaders import DeviceLoader, ImageRecipe
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 class TinyNet(nn.Module):
@@ -39,3 +45,10 @@ def tiny_loaders(num_train: int = 256, batch_size: int = 32, seed: int = 0, reci
                          data.classes, device="cpu")
     test = DeviceLoader(data.test_images, data.test_labels, batch_size, recipe, data.classes, device="cpu")
     return train, valid, test
+
+
+def fashion_mnist_folders() -> list[Path]:
+    """Where real Fashion-MNIST's IDX files may be: $DATA_DIR, the checkout's data/, Debian's package."""
+    roots = [Path(os.environ["DATA_DIR"]).expanduser()] if os.environ.get("DATA_DIR") else []
+    roots.append(Path(__file__).resolve().parent.parent / "data")
+    return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)] + [DEBIAN_FASHION_MNIST]

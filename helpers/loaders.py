@@ -1,72 +1,31 @@
-"""Datasets and loaders: load once, split reproducibly, and feed the training device fast.
+"""Feeding the training device: the image recipe, the two pipelines, and what a loader can tell about itself.
 
 Two pipelines give the same augmentation:
 
 - "device" (the default): images are decoded once into a uint8 tensor and resized once; each batch
   is then cropped, flipped and normalised on the training device. No per-image PIL work per epoch.
 - "classic": torchvision transforms on PIL images in DataLoader workers, as the course did.
+
+Both serve (images, labels) batches and answer len(loader), len(loader.dataset) and loader.batch_size.
 """
 
 from __future__ import annotations
 
-import gzip
+import hashlib
+import math
+import numbers
+import re
 from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import NamedTuple
+from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision import datasets, transforms
+from torchvision import transforms
 
-from .environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE, default_data_dir, get_device, is_smoke_test
-
-
-class DatasetUnavailableError(RuntimeError):
-    """The dataset is not on disk and could not be downloaded."""
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    name: str
-    torchvision_class: type
-    shape: tuple[int, int, int]
-    classes: tuple[str, ...]
-    system_dir: str | None = None  # a folder where a system package installs the IDX files
-
-
-DATASETS = {
-    "mnist": DatasetInfo("MNIST", datasets.MNIST, (1, 28, 28), tuple(str(d) for d in range(10))),
-    "fashion_mnist": DatasetInfo(
-        "Fashion-MNIST",
-        datasets.FashionMNIST,
-        (1, 28, 28),
-        ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-         "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
-        system_dir="/usr/share/datasets/fashion-mnist",  # Debian's dataset-fashion-mnist
-    ),
-    "cifar10": DatasetInfo(
-        "CIFAR-10",
-        datasets.CIFAR10,
-        (3, 32, 32),
-        ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
-    ),
-}
-
-
-class ImageData(NamedTuple):
-    """A dataset held in memory as uint8 images (N, C, H, W) and int64 labels."""
-
-    train_images: torch.Tensor
-    train_labels: torch.Tensor
-    test_images: torch.Tensor
-    test_labels: torch.Tensor
-    classes: tuple[str, ...]
-    synthetic: bool
-
+from .datasets import ImageData, load_dataset, split_indices
+from .environment import get_device
 
 # --------------------------------------------------------------------------- the recipe
 
@@ -80,6 +39,35 @@ class ImageRecipe:
     mean: tuple[float, ...] | None = None
     std: tuple[float, ...] | None = None
     hflip: bool = False
+
+    def __post_init__(self):
+        # Checked here, so that a wrong recipe fails where it is written, not in the middle of an epoch.
+        for name in ("resize", "crop"):
+            object.__setattr__(self, name, _pixel_size(name, getattr(self, name)))
+        if (self.mean is None) != (self.std is None):
+            given, missing = ("mean", "std") if self.std is None else ("std", "mean")
+            raise ValueError(f"ImageRecipe got {given} without {missing}: normalising needs both "
+                             f"(e.g. mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), or neither.")
+        if self.mean is not None:
+            mean, std = _per_channel("mean", self.mean), _per_channel("std", self.std)
+            if len(mean) != len(std):
+                raise ValueError(f"ImageRecipe has {len(mean)} mean values but {len(std)} std values: "
+                                 "give one of each per channel.")
+            if min(std) <= 0:
+                raise ValueError(f"ImageRecipe std must be positive, since images are divided by it (got {std}).")
+            object.__setattr__(self, "mean", mean)
+            object.__setattr__(self, "std", std)
+        if self.resize is not None and self.crop is not None and self.crop > self.resize:
+            raise ValueError(f"ImageRecipe cannot crop {self.crop}x{self.crop} from images resized to "
+                             f"{self.resize}x{self.resize}: choose crop <= resize, e.g. resize=70, crop=64.")
+
+    def check_channels(self, channels: int) -> None:
+        """Raise a clear error when mean and std do not fit images with this many channels."""
+        if self.mean is not None and len(self.mean) not in (1, channels):
+            raise ValueError(
+                f"ImageRecipe has {len(self.mean)} mean and std values, but the images have {channels} "
+                f"channel(s): give one value per channel, e.g. mean={(0.5,) * channels}, std={(0.5,) * channels}."
+            )
 
     def train_transforms(self) -> transforms.Compose:
         """The classic torchvision transforms for training images."""
@@ -107,6 +95,26 @@ class ImageRecipe:
         return steps
 
 
+def _pixel_size(name: str, value) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"ImageRecipe {name} must be a whole number of pixels, e.g. {name}=64 (got {value!r}).")
+    if value < 1:
+        raise ValueError(f"ImageRecipe {name} must be at least 1 pixel (got {value}).")
+    return int(value)
+
+
+def _per_channel(name: str, values) -> tuple[float, ...]:
+    if isinstance(values, (numbers.Number, str)):
+        raise ValueError(f"ImageRecipe {name} lists one value per channel, e.g. {name}=(0.5, 0.5, 0.5) "
+                         f"or {name}=(0.5,) (got {values!r}).")
+    values = tuple(float(value) for value in values)
+    if not values or not all(math.isfinite(value) for value in values):
+        raise ValueError(f"ImageRecipe {name} needs one finite number per channel (got {values}).")
+    return values
+
+
 def unnormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
     """Undo Normalize(mean, std): a new tensor in [0, 1]; the input is left untouched."""
     if mean is None:
@@ -117,157 +125,23 @@ def unnormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequenc
     return (images * std_t + mean_t).clamp(0, 1)
 
 
-# --------------------------------------------------------------------------- loading
+def check_batch_size(batch_size) -> int:
+    """batch_size as an int (numpy integers welcome), or a clear error."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
+        raise TypeError(f"batch_size must be a whole number of images, e.g. 64 "
+                        f"(got {batch_size!r}, a {type(batch_size).__name__}).")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1 (got {batch_size}).")
+    return int(batch_size)
 
 
-def read_idx(path: str | Path) -> torch.Tensor:
-    """Read an IDX file (the MNIST format), gzipped or not, into a uint8 tensor."""
-    path = Path(path)
-    raw = gzip.open(path).read() if path.suffix == ".gz" else path.read_bytes()
-    if raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes.")
-    num_dims = raw[3]
-    shape = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(num_dims))
-    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * num_dims)
-    return torch.from_numpy(data.copy()).reshape(shape)
-
-
-def _from_system_dir(info: DatasetInfo) -> ImageData | None:
-    """The dataset from a system package's IDX files, if they are installed."""
-    if info.system_dir is None:
-        return None
-    folder = Path(info.system_dir)
-    files = {split: (folder / f"{split}-images-idx3-ubyte.gz", folder / f"{split}-labels-idx1-ubyte.gz")
-             for split in ("train", "t10k")}
-    if not all(path.is_file() for pair in files.values() for path in pair):
-        return None
-    (train_x, train_y), (test_x, test_y) = (
-        (read_idx(images).unsqueeze(1), read_idx(labels).long()) for images, labels in files.values()
-    )
-    return ImageData(train_x, train_y, test_x, test_y, info.classes, synthetic=False)
-
-
-def _from_torchvision(info: DatasetInfo, root: Path, download: bool) -> ImageData:
-    train = info.torchvision_class(root, train=True, download=download)
-    test = info.torchvision_class(root, train=False, download=download)
-
-    def as_nchw(data) -> torch.Tensor:
-        images = torch.as_tensor(np.asarray(data))
-        return images.unsqueeze(1) if images.ndim == 3 else images.permute(0, 3, 1, 2).contiguous()
-
-    return ImageData(
-        as_nchw(train.data), torch.as_tensor(np.asarray(train.targets), dtype=torch.long),
-        as_nchw(test.data), torch.as_tensor(np.asarray(test.targets), dtype=torch.long),
-        info.classes, synthetic=False,
-    )
-
-
-def make_synthetic_data(name: str, num_train: int = SMOKE_TRAIN_SIZE, num_test: int = SMOKE_TEST_SIZE) -> ImageData:
-    """A small stand-in for a dataset: its real image shape and classes, learnable, the same every run.
-
-    Each class has a smooth random template; an image is its class's template plus noise.
-    """
-    info = DATASETS[name]
-    channels, height, width = info.shape
-    num_classes = len(info.classes)
-    generator = torch.Generator().manual_seed(sum(map(ord, name)))
-    coarse = torch.rand((num_classes, channels, 4, 4), generator=generator)
-    templates = F.interpolate(coarse, size=(height, width), mode="bilinear", align_corners=False)
-
-    def sample(count: int) -> tuple[torch.Tensor, torch.Tensor]:
-        labels = torch.randperm(count, generator=generator) % num_classes
-        noise = 0.15 * torch.randn((count, channels, height, width), generator=generator)
-        images = (0.1 + 0.8 * templates[labels] + noise).clamp(0, 1)
-        return (images * 255).round().to(torch.uint8), labels
-
-    train_images, train_labels = sample(num_train)
-    test_images, test_labels = sample(num_test)
-    return ImageData(train_images, train_labels, test_images, test_labels, info.classes, synthetic=True)
-
-
-def load_dataset(name: str, data_dir=None, download: bool = True, smoke_test: bool | None = None) -> ImageData:
-    """Load a whole dataset into memory as uint8 tensors, once.
-
-    Looks on disk first, then in a system package's folder, then downloads. In smoke mode a small
-    subset is kept, and a dataset that cannot be had is replaced by synthetic data, saying so.
-    """
-    info = _dataset_info(name)
-    smoke_test = is_smoke_test() if smoke_test is None else smoke_test
-    root = default_data_dir(data_dir)
-    data = _first_available(info, root, download)
-    if isinstance(data, Exception):
-        if not smoke_test:
-            raise DatasetUnavailableError(_missing_message(info, root, data, download)) from data
-        print(f"{info.name} is not available here ({_short(data)}): using a small synthetic "
-              f"stand-in with the same image shape and {len(info.classes)} classes.")
-        return make_synthetic_data(name)
-    return _smoke_subset(data) if smoke_test else data
-
-
-def _dataset_info(name: str) -> DatasetInfo:
-    if name not in DATASETS:
-        raise ValueError(f"Unknown dataset {name!r}. Choose one of: {', '.join(DATASETS)}.")
-    return DATASETS[name]
-
-
-def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData | Exception:
-    try:
-        return _from_torchvision(info, root, download=False)
-    except RuntimeError as not_on_disk:
-        error: Exception = not_on_disk
-    system_copy = _from_system_dir(info)
-    if system_copy is not None:
-        return system_copy
-    if download:
-        try:
-            return _from_torchvision(info, root, download=True)
-        except Exception as download_error:  # no network, a host that answers 403, a broken file...
-            error = download_error
-    return error
-
-
-def _missing_message(info: DatasetInfo, root: Path, error: Exception, download: bool) -> str:
-    why = f"could not be downloaded ({_short(error)})" if download else "download=False was given"
-    return (
-        f"{info.name} is not in {root.resolve()}, and {why}.\n"
-        f"To fix it: on a machine with internet, run\n"
-        f"    python -c \"from torchvision import datasets; "
-        f"datasets.{info.torchvision_class.__name__}('{root}', download=True)\"\n"
-        f"and copy that folder to {root.resolve()} here, or point DATA_DIR (or data_dir=) at a copy you have.\n"
-        f"To try the code without the data, set SMOKE_TEST=1: it runs offline on synthetic images."
-    )
-
-
-def _short(error: Exception) -> str:
-    text = str(error).strip().splitlines()
-    return f"{type(error).__name__}: {text[0] if text else ''}"[:200]
-
-
-def _smoke_subset(data: ImageData) -> ImageData:
-    generator = torch.Generator().manual_seed(0)
-    train = torch.randperm(len(data.train_labels), generator=generator)[:SMOKE_TRAIN_SIZE]
-    test = torch.randperm(len(data.test_labels), generator=generator)[:SMOKE_TEST_SIZE]
-    return data._replace(
-        train_images=data.train_images[train], train_labels=data.train_labels[train],
-        test_images=data.test_images[test], test_labels=data.test_labels[test],
-    )
-
-
-def split_indices(num_items: int, validation_fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded, disjoint (train, validation) index sets that together cover range(num_items)."""
-    if not 0 < validation_fraction < 1:
-        raise ValueError(
-            f"validation_fraction must lie strictly between 0 and 1 (got {validation_fraction}); "
-            "0.1 keeps a tenth of the training images for validation."
-        )
-    num_valid = round(num_items * validation_fraction)
-    if not 0 < num_valid < num_items:
-        raise ValueError(
-            f"validation_fraction={validation_fraction} of {num_items} images leaves an empty "
-            "training or validation set; choose a fraction nearer 0.1."
-        )
-    order = torch.randperm(num_items, generator=torch.Generator().manual_seed(seed))
-    return order[num_valid:].sort().values, order[:num_valid].sort().values
+def content_hash(images: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4096) -> str:
+    """SHA-256 of images and labels, as stored: the identity of a split's data, on any device."""
+    digest = hashlib.sha256(f"{images.dtype} {tuple(images.shape)} {len(labels)}".encode())
+    for chunk in images.split(chunk_size):
+        digest.update(chunk.detach().contiguous().cpu().numpy())  # a chunk of a contiguous tensor: no copy on the CPU
+    digest.update(labels.detach().to("cpu", torch.int64).contiguous().numpy())
+    return digest.hexdigest()
 
 
 # --------------------------------------------------------------------------- the device pipeline
@@ -286,13 +160,20 @@ def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> to
 class DeviceLoader:
     """Batches from uint8 images that already sit on the device; cropping and normalising happen there.
 
-    Yields (images, labels) like a DataLoader. The recipe's resize is applied once, here. Order,
-    crops and flips come from torch's global random generator, as a DataLoader's do, so that
-    set_all_seeds() repeats them; pass seed= to give the loader a generator of its own.
+    Yields (images, labels) like a DataLoader, and like one has batch_size and a dataset. The
+    recipe's resize is applied once, here. Order, crops and flips come from torch's global random
+    generator, as a DataLoader's do, so that set_all_seeds() repeats them; pass seed= to give the
+    loader a generator of its own.
     """
 
     def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
-                 shuffle=False, drop_last=False, seed: int | None = None, device=None):
+                 shuffle=False, drop_last=False, seed: int | None = None, device=None, name: str | None = None):
+        self.batch_size = check_batch_size(batch_size)
+        if len(images) != len(labels):
+            raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image.")
+        recipe.check_channels(images.shape[1])
+        # Hashed as given, before the resize: the same data gives the same hash on every machine.
+        self.content_hash = content_hash(images, labels)
         if recipe.resize is not None and tuple(images.shape[-2:]) != (recipe.resize, recipe.resize):
             images = resize_images(images, recipe.resize)
         if recipe.crop is not None and min(images.shape[-2:]) < recipe.crop:
@@ -301,13 +182,14 @@ class DeviceLoader:
         self.device = get_device(device)
         self.images = images.to(self.device)
         self.labels = labels.to(self.device)
-        self.batch_size = batch_size
         self.recipe = recipe
         self.classes = tuple(classes)
+        self.name = name
         self.train, self.shuffle, self.drop_last = train, shuffle, drop_last
         # Draws happen on the CPU, so a run repeats whatever the device.
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
         self._scale, self._shift = _normalisation(recipe, self.device)
+        self.dataset = DeviceDataset(self)
 
     @property
     def num_images(self) -> int:
@@ -368,6 +250,30 @@ class DeviceLoader:
         return {key: values.to(self.device) for key, values in plan.items()}
 
 
+class DeviceDataset(Dataset):
+    """A DeviceLoader's `dataset`: its images one by one, prepared as its batches are, like a torch Dataset."""
+
+    def __init__(self, loader: DeviceLoader):
+        self.loader = loader
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.loader.classes
+
+    @property
+    def targets(self) -> torch.Tensor:
+        return self.loader.labels
+
+    def __len__(self) -> int:
+        return self.loader.num_images
+
+    def __getitem__(self, index: int):
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"index {index} is out of range for {len(self)} images")
+        position = torch.tensor([index % len(self)], device=self.loader.device)
+        return self.loader.prepare(self.loader.images, index=position)[0], int(self.loader.labels[position])
+
+
 def _crop_at(images, index, crop: int, top, left) -> torch.Tensor:
     """Cut from each image at `index` a crop x crop window at its own offset, in one gather."""
     # A view of every window at every offset, (N, C, rows, columns, crop, crop): nothing is copied
@@ -395,13 +301,19 @@ def _normalisation(recipe: ImageRecipe, device) -> tuple[torch.Tensor | None, to
 
 
 class ImageTensorDataset(Dataset):
-    """uint8 images served one by one as PIL images through torchvision transforms, as torchvision does."""
+    """uint8 images served one by one as PIL images through torchvision transforms, as torchvision does.
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, transform=None):
+    `recipe` and `train` record where the transform came from, when it came from an ImageRecipe.
+    """
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, transform=None, *,
+                 name: str | None = None, recipe: ImageRecipe | None = None, train: bool = False):
+        self.content_hash = content_hash(images, labels)
         self.images = images.permute(0, 2, 3, 1).numpy()  # HWC, what PIL expects
         self.labels = labels.tolist()
         self.classes = tuple(classes)
         self.transform = transform
+        self.name, self.recipe, self.train = name, recipe, train
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -421,21 +333,23 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
                     validation_fraction: float = 0.1, pipeline: str = "device", device=None,
                     train_transforms=None, test_transforms=None, num_workers: int = 2,
                     data_dir=None, download: bool = True, seed: int = 123,
-                    smoke_test: bool | None = None):
+                    smoke_test: bool | None = None, data: ImageData | None = None):
     """(train_loader, valid_loader, test_loader) for a dataset; validation uses the test transforms.
 
     `seed` fixes the validation split. The training order and crops follow torch's global random
-    state, as a DataLoader's do: set_all_seeds() before training repeats them.
+    state, as a DataLoader's do: set_all_seeds() before training repeats them. `data` serves images
+    already in memory (used as given, also in smoke mode) instead of loading the dataset `name`.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {batch_size}).")
+    batch_size = check_batch_size(batch_size)
     if pipeline not in ("device", "classic"):
         raise ValueError(f"pipeline must be 'device' or 'classic' (got {pipeline!r}).")
     if pipeline == "device" and (train_transforms is not None or test_transforms is not None):
         raise ValueError("Custom torchvision transforms need pipeline='classic'; the device "
                          "pipeline takes its steps from recipe=ImageRecipe(...).")
     recipe = recipe or ImageRecipe()
-    data = load_dataset(name, data_dir=data_dir, download=download, smoke_test=smoke_test)
+    if data is None:
+        data = load_dataset(name, data_dir=data_dir, download=download, smoke_test=smoke_test)
+    recipe.check_channels(data.train_images.shape[1])
     train_index, valid_index = split_indices(len(data.train_labels), validation_fraction, seed)
     splits = {
         "train": (data.train_images[train_index], data.train_labels[train_index]),
@@ -443,26 +357,30 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
         "test": (data.test_images, data.test_labels),
     }
     if pipeline == "classic":
-        return _classic_loaders(splits, data.classes, batch_size, train_transforms or recipe.train_transforms(),
-                                test_transforms or recipe.test_transforms(), num_workers, device)
-    return _device_loaders(splits, data.classes, batch_size, recipe, device)
+        return _classic_loaders(name, splits, data.classes, batch_size, recipe, train_transforms,
+                                test_transforms, num_workers, device)
+    return _device_loaders(name, splits, data.classes, batch_size, recipe, device)
 
 
-def _device_loaders(splits, classes, batch_size, recipe, device):
+def _device_loaders(name, splits, classes, batch_size, recipe, device):
     loaders = []
     for split, (images, labels) in splits.items():
         train = split == "train"
         loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train,
-                                    shuffle=train, drop_last=train, device=device))
+                                    shuffle=train, drop_last=train, device=device, name=name))
     return tuple(loaders)
 
 
-def _classic_loaders(splits, classes, batch_size, train_transforms, test_transforms, num_workers, device):
+def _classic_loaders(name, splits, classes, batch_size, recipe, train_transforms, test_transforms,
+                     num_workers, device):
     pin_memory = get_device(device).type == "cuda"
     loaders = []
     for split, (images, labels) in splits.items():
         train = split == "train"
-        dataset = ImageTensorDataset(images, labels, classes, train_transforms if train else test_transforms)
+        custom = train_transforms if train else test_transforms
+        transform = custom or (recipe.train_transforms() if train else recipe.test_transforms())
+        dataset = ImageTensorDataset(images, labels, classes, transform, name=name,
+                                     recipe=None if custom else recipe, train=train)
         loaders.append(DataLoader(
             dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
             num_workers=num_workers,
@@ -486,12 +404,49 @@ def get_dataloaders_cifar10(batch_size: int, **options):
     return get_dataloaders("cifar10", batch_size, **options)
 
 
+# --------------------------------------------------------------------------- what a loader tells
+
+
 def class_names(loader) -> tuple[str, ...]:
     """The class names a loader's labels index into."""
     classes = getattr(loader, "classes", None) or getattr(getattr(loader, "dataset", None), "classes", None)
     if classes is None:
         raise ValueError("This loader does not say its classes; pass num_classes= (or class names) explicitly.")
     return tuple(classes)
+
+
+def data_signature(loader) -> dict:
+    """Plain values that identify the data a loader serves: dataset, pipeline, content and recipe.
+
+    Equal for the same images, labels, recipe and batch size; any other dataset, split or recipe
+    changes it. For a loader these helpers did not build: what can be said cheaply.
+    """
+    if isinstance(loader, DeviceLoader):
+        return {"dataset": loader.name, "pipeline": "device", "num_images": loader.num_images,
+                "content": loader.content_hash, "recipe": _plain_recipe(loader.recipe), "augment": bool(loader.train),
+                "batch_size": loader.batch_size}
+    dataset = getattr(loader, "dataset", None)
+    if isinstance(dataset, ImageTensorDataset):
+        signature = {"dataset": dataset.name, "pipeline": "classic", "num_images": len(dataset),
+                     "content": dataset.content_hash, "batch_size": loader.batch_size}
+        if dataset.recipe is not None:
+            return {**signature, "recipe": _plain_recipe(dataset.recipe), "augment": bool(dataset.train)}
+        # A custom transform: its description, without the memory addresses that differ on every run.
+        return {**signature, "transform": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(dataset.transform))}
+    return {"loader": type(loader).__name__, "dataset": type(dataset).__name__ if dataset is not None else None,
+            "num_images": _length(dataset), "batch_size": getattr(loader, "batch_size", None)}
+
+
+def _plain_recipe(recipe: ImageRecipe) -> dict:
+    """The recipe as JSON reads it back: lists, not tuples, so that a saved signature compares equal."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(recipe).items()}
+
+
+def _length(dataset) -> int | None:
+    try:
+        return len(dataset)
+    except TypeError:  # an IterableDataset, or none at all
+        return None
 
 
 def sample_images(loader, count: int = 2) -> torch.Tensor:

@@ -1,0 +1,179 @@
+"""Getting datasets: splits, synthetic data, smoke mode, missing data, IDX files and real Fashion-MNIST."""
+
+from __future__ import annotations
+
+import gzip
+
+import pytest
+import torch
+
+from helpers.datasets import (
+    DATASETS,
+    DatasetUnavailableError,
+    find_idx_files,
+    load_dataset,
+    make_synthetic_data,
+    read_idx,
+    split_indices,
+)
+from helpers.environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE
+
+# ----------------------------------------------------------------- splits
+
+
+def test_split_is_disjoint_complete_and_sized():
+    train, valid = split_indices(50_000, 0.1, seed=123)
+    assert len(valid) == 5_000 and len(train) == 45_000
+    assert set(train.tolist()).isdisjoint(valid.tolist())
+    assert sorted(train.tolist() + valid.tolist()) == list(range(50_000))
+
+
+def test_split_is_reproducible_and_depends_on_seed():
+    first, second, other = (split_indices(1_000, 0.2, seed) for seed in (1, 1, 2))
+    assert torch.equal(first[1], second[1])
+    assert not torch.equal(first[1], other[1])
+
+
+@pytest.mark.parametrize("fraction", [0, 1, -0.1, 1.5])
+def test_split_rejects_fractions_outside_zero_one(fraction):
+    with pytest.raises(ValueError, match="strictly between 0 and 1"):
+        split_indices(100, fraction, seed=0)
+
+
+def test_split_rejects_a_fraction_that_empties_a_set():
+    with pytest.raises(ValueError, match="empty"):
+        split_indices(10, 0.01, seed=0)
+
+# ----------------------------------------------------------------- synthetic data and smoke mode
+
+
+def test_synthetic_data_has_the_real_shape_and_is_the_same_every_run():
+    first, second = make_synthetic_data("cifar10"), make_synthetic_data("cifar10")
+    assert first.train_images.shape[1:] == (3, 32, 32) and first.train_images.dtype == torch.uint8
+    assert set(first.train_labels.tolist()) == set(range(10))
+    assert torch.equal(first.train_images, second.train_images)
+    assert first.synthetic
+
+
+def test_synthetic_data_is_learnable_from_its_class_templates():
+    """A nearest-class-mean classifier fitted on the training images labels test images well."""
+    data = make_synthetic_data("mnist")
+    train = data.train_images.float().flatten(1)
+    means = torch.stack([train[data.train_labels == k].mean(0) for k in range(10)])
+    guesses = torch.cdist(data.test_images.float().flatten(1), means).argmin(1)
+    assert (guesses == data.test_labels).float().mean() > 0.9
+
+
+def test_smoke_mode_substitutes_synthetic_data_and_says_so(empty_data_dir, capsys):
+    data = load_dataset("cifar10", download=False, smoke_test=True)
+    assert data.synthetic
+    assert "synthetic" in capsys.readouterr().out
+
+
+def test_missing_data_outside_smoke_mode_is_a_clear_error(empty_data_dir):
+    with pytest.raises(DatasetUnavailableError) as error:
+        load_dataset("cifar10", download=False, smoke_test=False)
+    message = str(error.value)
+    assert str(empty_data_dir) in message and "SMOKE_TEST=1" in message and "download=True" in message
+
+
+def test_failed_download_outside_smoke_mode_is_a_clear_error(empty_data_dir, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise OSError("Name or service not known")
+
+    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    with pytest.raises(DatasetUnavailableError, match="could not be downloaded"):
+        load_dataset("mnist", download=True, smoke_test=False)
+
+
+def test_unknown_dataset_is_named_in_the_error():
+    with pytest.raises(ValueError, match="cifar10"):
+        load_dataset("imagenet")
+
+
+# ----------------------------------------------------------------- IDX files and real data
+
+
+def test_real_fashion_mnist_loads_with_its_true_shape(fashion_mnist_dir):
+    # A folder of its four IDX files: torchvision's data/FashionMNIST/raw or Debian's dataset-fashion-mnist.
+    data = load_dataset("fashion_mnist", data_dir=fashion_mnist_dir, download=False, smoke_test=False)
+    assert not data.synthetic
+    assert data.train_images.shape == (60_000, 1, 28, 28) and data.test_images.shape == (10_000, 1, 28, 28)
+    assert torch.bincount(data.train_labels).tolist() == [6_000] * 10
+
+
+@pytest.mark.parametrize("compressed", [True, False])
+def test_read_idx_reads_what_was_written(tmp_path, compressed):
+    images = torch.randint(0, 256, (3, 4, 5), dtype=torch.uint8)
+    raw = b"\x00\x00\x08\x03" + b"".join(n.to_bytes(4, "big") for n in images.shape) + images.numpy().tobytes()
+    path = tmp_path / ("images.gz" if compressed else "images")
+    path.write_bytes(gzip.compress(raw) if compressed else raw)
+    assert torch.equal(read_idx(path), images)
+
+
+def test_read_idx_rejects_other_files(tmp_path):
+    path = tmp_path / "not-idx"
+    path.write_bytes(b"hello world")
+    with pytest.raises(ValueError, match="not an IDX file"):
+        read_idx(path)
+
+
+def write_idx_folder(folder, compressed: bool, num_train: int = 12, num_test: int = 5) -> dict[str, torch.Tensor]:
+    """The four IDX files of a tiny MNIST-format dataset; returns what they hold."""
+    generator = torch.Generator().manual_seed(1)
+    parts = {
+        "train-images-idx3-ubyte": torch.randint(0, 256, (num_train, 28, 28), dtype=torch.uint8, generator=generator),
+        "train-labels-idx1-ubyte": torch.randint(0, 10, (num_train,), dtype=torch.uint8, generator=generator),
+        "t10k-images-idx3-ubyte": torch.randint(0, 256, (num_test, 28, 28), dtype=torch.uint8, generator=generator),
+        "t10k-labels-idx1-ubyte": torch.randint(0, 10, (num_test,), dtype=torch.uint8, generator=generator),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, tensor in parts.items():
+        raw = bytes([0, 0, 8, tensor.ndim]) + b"".join(n.to_bytes(4, "big") for n in tensor.shape)
+        raw += tensor.numpy().tobytes()
+        path = folder / (f"{name}.gz" if compressed else name)
+        path.write_bytes(gzip.compress(raw) if compressed else raw)
+    return parts
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+@pytest.mark.parametrize("compressed", [True, False])
+def test_a_folder_of_idx_files_is_a_data_dir(tmp_path, name, compressed):
+    parts = write_idx_folder(tmp_path / "idx", compressed)
+    data = load_dataset(name, data_dir=tmp_path / "idx", download=False, smoke_test=False)
+    assert torch.equal(data.train_images, parts["train-images-idx3-ubyte"].unsqueeze(1))
+    assert torch.equal(data.train_labels, parts["train-labels-idx1-ubyte"].long())
+    assert torch.equal(data.test_images, parts["t10k-images-idx3-ubyte"].unsqueeze(1))
+    assert torch.equal(data.test_labels, parts["t10k-labels-idx1-ubyte"].long())
+    assert not data.synthetic and data.classes == DATASETS[name].classes
+
+
+def test_a_folder_missing_one_idx_file_is_not_a_dataset(tmp_path):
+    write_idx_folder(tmp_path, compressed=True)
+    assert set(find_idx_files(tmp_path)) == {"train_images", "train_labels", "test_images", "test_labels"}
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
+    assert find_idx_files(tmp_path) is None
+    with pytest.raises(DatasetUnavailableError, match="four IDX files"):
+        load_dataset("fashion_mnist", data_dir=tmp_path, download=False, smoke_test=False)
+
+
+def test_cifar10_is_never_read_from_idx_files(tmp_path):
+    write_idx_folder(tmp_path, compressed=False)
+    with pytest.raises(DatasetUnavailableError) as error:
+        load_dataset("cifar10", data_dir=tmp_path, download=False, smoke_test=False)
+    assert "IDX" not in str(error.value)
+
+
+def test_no_system_folder_is_read_unless_it_is_named(empty_data_dir, fashion_mnist_dir):
+    """The dataset table knows no machine's folders: Fashion-MNIST installed elsewhere is not found by itself."""
+    with pytest.raises(DatasetUnavailableError):
+        load_dataset("fashion_mnist", download=False, smoke_test=False)
+    named = load_dataset("fashion_mnist", data_dir=fashion_mnist_dir, download=False, smoke_test=True)
+    assert not named.synthetic and len(named.train_labels) == SMOKE_TRAIN_SIZE
+
+
+def test_smoke_mode_keeps_a_fixed_subset_of_real_data(tmp_path):
+    write_idx_folder(tmp_path, compressed=False, num_train=300, num_test=100)
+    first, second = (load_dataset("mnist", data_dir=tmp_path, download=False, smoke_test=True) for _ in range(2))
+    assert len(first.train_labels) == SMOKE_TRAIN_SIZE and len(first.test_labels) == SMOKE_TEST_SIZE
+    assert torch.equal(first.train_images, second.train_images) and not first.synthetic

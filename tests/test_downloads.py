@@ -1,0 +1,257 @@
+"""Downloads never hang: every wait is bounded, against local servers on 127.0.0.1 that stall, drop or drip.
+
+No test here leaves this machine: each server listens on 127.0.0.1, and proxies are bypassed for it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import socket
+import threading
+import time
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import torch
+from torchvision import datasets
+
+from helpers import downloads
+from helpers.datasets import DatasetUnavailableError, load_dataset
+from helpers.downloads import DownloadTimeoutError, download_first
+
+TIMEOUT_S = 0.5
+SLACK_S = 2.5  # what a busy machine may add to a bounded wait before the test calls it a hang
+
+
+@pytest.fixture(autouse=True)
+def local_only(monkeypatch):
+    """Requests to 127.0.0.1 never go through a proxy that the environment may name."""
+    for name in ("no_proxy", "NO_PROXY"):
+        monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
+@pytest.fixture
+def stalled_url():
+    """A server that accepts connections (the kernel completes them) and never answers."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+
+
+@pytest.fixture
+def dropping_url():
+    """A port that drops new connections: its listening queue is full, so Linux ignores further SYNs."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    address = server.getsockname()
+    held = []
+    for _ in range(16):
+        client = socket.socket()
+        client.settimeout(0.2)
+        try:
+            client.connect(address)
+            held.append(client)
+        except TimeoutError:  # the queue is full: the next connection will hang the same way
+            client.close()
+            break
+    else:
+        pytest.fail("Could not fill a listening queue on 127.0.0.1, so no port here drops connections.")
+    yield f"http://127.0.0.1:{address[1]}"
+    for client in held:
+        client.close()
+    server.close()
+
+
+@pytest.fixture
+def dripping_url():
+    """A server that answers at once, then sends its file one byte every 50 ms: never silent, never done."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    stop = threading.Event()
+
+    def drip(connection):
+        with connection:
+            connection.recv(65536)  # the request
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
+            while not stop.wait(0.05):
+                try:
+                    connection.sendall(b"x")
+                except OSError:  # the client gave up
+                    return
+
+    def accept():
+        while True:
+            try:
+                connection, _ = server.accept()
+            except OSError:  # closed at the end of the test
+                return
+            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    stop.set()
+    server.close()
+
+
+class FileServer:
+    """A local HTTP server for the files of a folder, counting the requests it serves."""
+
+    def __init__(self, folder):
+        self.folder, self.requests = folder, []
+        requests = self.requests
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def send_head(self):
+                requests.append(self.path)
+                return super().send_head()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
+
+
+@pytest.fixture
+def file_server(tmp_path):
+    server = FileServer(tmp_path / "served")
+    server.folder.mkdir()
+    yield server
+    server.server.shutdown()
+    server.server.server_close()
+
+
+def timed(function):
+    start = time.monotonic()
+    function()
+    return time.monotonic() - start
+
+
+# ----------------------------------------------------------------- each network wait is bounded
+
+
+def test_a_server_that_never_answers_is_given_up_after_the_timeout(stalled_url, tmp_path):
+    target = tmp_path / "file.gz"
+
+    def fetch():
+        with pytest.raises(DownloadTimeoutError, match=f"sent nothing for {TIMEOUT_S:g} s"):
+            download_first([f"{stalled_url}/file.gz"], target, timeout=TIMEOUT_S)
+
+    assert timed(fetch) < TIMEOUT_S + SLACK_S
+    assert list(tmp_path.iterdir()) == []  # no partial file left behind
+
+
+def test_a_port_that_drops_connections_is_given_up_after_the_timeout(dropping_url, tmp_path):
+    def fetch():
+        with pytest.raises(DownloadTimeoutError, match=f"did not answer within {TIMEOUT_S:g} s"):
+            download_first([f"{dropping_url}/file.gz"], tmp_path / "file.gz", timeout=TIMEOUT_S)
+
+    assert timed(fetch) < TIMEOUT_S + SLACK_S
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_server_that_drips_bytes_is_cut_at_the_deadline(dripping_url, tmp_path):
+    def fetch():
+        with pytest.raises(DownloadTimeoutError, match="deadline"):
+            download_first([f"{dripping_url}/file.gz"], tmp_path / "file.gz", timeout=TIMEOUT_S,
+                           deadline=time.monotonic() + 1.0)
+
+    seconds = timed(fetch)
+    assert 1.0 <= seconds < 1.0 + SLACK_S  # every 50 ms brought a byte: only the deadline could stop it
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_each_mirror_is_tried_and_the_first_error_reported(stalled_url, dropping_url, tmp_path):
+    def fetch():
+        with pytest.raises(DownloadTimeoutError, match="sent nothing"):
+            download_first([f"{stalled_url}/a", f"{dropping_url}/a"], tmp_path / "a", timeout=TIMEOUT_S)
+
+    assert timed(fetch) < 2 * TIMEOUT_S + SLACK_S
+
+
+# ----------------------------------------------------------------- downloads that work
+
+
+def test_a_file_comes_whole_from_the_first_mirror_that_has_it(file_server, tmp_path):
+    content = bytes(range(256)) * 5000
+    (file_server.folder / "data.bin").write_bytes(content)
+    target = tmp_path / "out" / "data.bin"
+    missing = f"{file_server.url}/missing/"
+    download_first([f"{missing}data.bin", f"{file_server.url}/data.bin"], target,
+                   hashlib.md5(content).hexdigest(), timeout=TIMEOUT_S)
+    assert target.read_bytes() == content
+    assert file_server.requests == ["/missing/data.bin", "/data.bin"]
+
+
+def test_a_corrupt_file_is_refused_and_not_kept(file_server, tmp_path):
+    (file_server.folder / "data.bin").write_bytes(b"not what was promised")
+    target = tmp_path / "out" / "data.bin"
+    with pytest.raises(OSError, match="corrupt"):
+        download_first([f"{file_server.url}/data.bin"], target, "0" * 32, timeout=TIMEOUT_S)
+    assert list(target.parent.iterdir()) == []  # neither the file nor its partial download
+
+
+def test_a_file_already_there_and_intact_is_not_fetched_again(file_server, tmp_path):
+    target = tmp_path / "data.bin"
+    target.write_bytes(b"kept")
+    download_first([f"{file_server.url}/data.bin"], target, hashlib.md5(b"kept").hexdigest())
+    assert file_server.requests == [] and target.read_bytes() == b"kept"
+
+
+# ----------------------------------------------------------------- load_dataset on top of them
+
+
+def idx_bytes(tensor: torch.Tensor) -> bytes:
+    header = bytes([0, 0, 8, tensor.ndim]) + b"".join(size.to_bytes(4, "big") for size in tensor.shape)
+    return gzip.compress(header + tensor.numpy().tobytes())
+
+
+def test_load_dataset_fetches_each_archive_once_and_torchvision_only_unpacks(file_server, tmp_path, monkeypatch):
+    generator = torch.Generator().manual_seed(0)
+    parts = {"train-images-idx3-ubyte.gz": torch.randint(0, 256, (20, 28, 28), dtype=torch.uint8, generator=generator),
+             "train-labels-idx1-ubyte.gz": torch.arange(20, dtype=torch.uint8) % 10,
+             "t10k-images-idx3-ubyte.gz": torch.randint(0, 256, (6, 28, 28), dtype=torch.uint8, generator=generator),
+             "t10k-labels-idx1-ubyte.gz": torch.arange(6, dtype=torch.uint8) % 10}
+    resources = []
+    for name, tensor in parts.items():
+        raw = idx_bytes(tensor)
+        (file_server.folder / name).write_bytes(raw)
+        resources.append((name, hashlib.md5(raw).hexdigest()))
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"{file_server.url}/"])
+    monkeypatch.setattr(datasets.MNIST, "resources", resources)
+
+    data = load_dataset("mnist", data_dir=tmp_path / "data", smoke_test=False)
+
+    assert torch.equal(data.train_images[:, 0], parts["train-images-idx3-ubyte.gz"])
+    assert torch.equal(data.test_labels, parts["t10k-labels-idx1-ubyte.gz"].long())
+    # One request per archive: torchvision found each one in place and made no download of its own.
+    assert sorted(file_server.requests) == sorted(f"/{name}" for name in parts)
+
+
+def test_smoke_mode_falls_back_to_synthetic_data_soon_when_the_host_stalls(stalled_url, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(datasets.CIFAR10, "url", f"{stalled_url}/cifar-10-python.tar.gz")
+    monkeypatch.setattr(downloads, "DOWNLOAD_TIMEOUT_S", TIMEOUT_S)
+    result = {}
+    seconds = timed(lambda: result.update(data=load_dataset("cifar10", data_dir=tmp_path, smoke_test=True)))
+    assert result["data"].synthetic and result["data"].train_images.shape[1:] == (3, 32, 32)
+    assert "synthetic" in capsys.readouterr().out
+    assert seconds < TIMEOUT_S + SLACK_S
+
+
+def test_a_dropped_download_outside_smoke_mode_is_a_clear_error(dropping_url, tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets.MNIST, "mirrors", [f"{dropping_url}/", f"{dropping_url}/again/"])
+    monkeypatch.setattr(downloads, "DOWNLOAD_TIMEOUT_S", TIMEOUT_S)
+
+    def load():
+        expected = f"could not be downloaded .*did not answer within {TIMEOUT_S:g} s"
+        with pytest.raises(DatasetUnavailableError, match=expected):
+            load_dataset("mnist", data_dir=tmp_path, smoke_test=False)
+
+    assert timed(load) < 2 * TIMEOUT_S + SLACK_S  # both mirrors of the first file, then no more tries
