@@ -11,6 +11,7 @@ import torch
 
 from helpers import (
     History,
+    ImageRecipe,
     draw_residual_block,
     layer_summary,
     plot_accuracy,
@@ -71,6 +72,34 @@ def test_confusion_matrix_plot_is_sized_to_the_classes():
     assert large.get_size_inches()[0] > small.get_size_inches()[0]
     assert [t.get_text() for t in small.axes[0].texts][:2] == ["5\n100%", "0\n0%"]
     assert len(large.axes[0].texts) == 100
+
+
+def test_confusion_matrix_plot_takes_float_matrices():
+    plot_confusion_matrix(np.array([[0.75, 0.25], [0.1, 0.9]]), ["a", "b"])
+    assert [t.get_text() for t in plt.gcf().axes[0].texts] == ["0.75", "0.25", "0.10", "0.90"]
+    plot_confusion_matrix(np.array([[5.0, 1.0], [0.0, 4.0]]), normalize=True)  # counts stored as floats
+    assert [t.get_text() for t in plt.gcf().axes[0].texts][:2] == ["5\n83%", "1\n17%"]
+
+
+def test_curves_of_an_empty_history_say_what_is_wrong():
+    with pytest.raises(ValueError, match="no training losses yet"):
+        plot_training_loss(History())
+    with pytest.raises(ValueError, match="no finished epoch yet"):
+        plot_accuracy(History())
+    assert not plt.get_fignums()  # no empty figure left behind
+
+
+def test_show_examples_needs_at_least_one_example():
+    _, _, test_loader = tiny_loaders()
+    with pytest.raises(ValueError, match="num_examples must be at least 1 \\(got 0\\)"):
+        show_examples(tiny_model(), test_loader, num_examples=0)
+
+
+def test_show_examples_unnormalises_with_the_loader_own_mean_and_std():
+    _, _, test_loader = tiny_loaders(recipe=ImageRecipe(mean=(0.3,), std=(0.2,)))
+    show_examples(tiny_model(), test_loader, num_examples=3)
+    shown = [ax.images[0].get_array() for ax in plt.gcf().axes if ax.images]
+    np.testing.assert_allclose(np.stack(shown), test_loader.images[:3, 0].float().numpy() / 255, atol=1e-5)
 
 
 def test_show_examples_labels_predictions_and_leaves_the_batch_alone():
