@@ -1,4 +1,4 @@
-"""The ResNet notebook's own networks are torchvision's ResNet-34 and ResNet-50, checked independently."""
+"""The ResNet notebook's own networks are torchvision's ResNets, checked independently; its exercise check works."""
 
 import math
 
@@ -7,14 +7,24 @@ import torch
 import torchvision
 from torch import nn
 
+from helpers import check_bottleneck, count_weighted_layers, solutions
 from tests.notebook_code import notebook_namespace
 
 NOTEBOOK = "03_resnet34_cifar10.ipynb"
 
 
 @pytest.fixture(scope="module")
-def notebook():
+def shipped():
+    """The notebook's tagged cells as shipped: the Bottleneck exercise is still the stub."""
     return notebook_namespace(NOTEBOOK)
+
+
+@pytest.fixture(scope="module")
+def notebook():
+    """The notebook after its check cell, for a student who has not done the exercise yet."""
+    namespace = notebook_namespace(NOTEBOOK)
+    namespace["Bottleneck"] = solutions.Bottleneck  # what the check cell returns then
+    return namespace
 
 
 def small_images(seed: int = 0) -> torch.Tensor:
@@ -50,9 +60,9 @@ def test_resnet34_parameter_count(notebook, num_classes, expected):
     assert num_parameters(notebook["resnet34"](num_classes=num_classes)) == expected
 
 
-def test_block_expansions(notebook):
-    assert notebook["BasicBlock"].expansion == 1
-    assert notebook["Bottleneck"].expansion == 4
+def test_block_expansions(shipped):
+    assert shipped["BasicBlock"].expansion == 1
+    assert shipped["Bottleneck"].expansion == solutions.Bottleneck.expansion == 4  # the exercise states it
 
 
 @pytest.mark.parametrize("name", ["resnet34", "resnet50"])
@@ -95,3 +105,101 @@ def test_initialisation(notebook):
     expected_std = math.sqrt(2 / (weight.shape[0] * weight.shape[2] * weight.shape[3]))
     assert weight.std().item() == pytest.approx(expected_std, rel=0.02)
     assert weight.mean().item() == pytest.approx(0, abs=0.01 * expected_std)
+
+
+@pytest.mark.parametrize(("name", "expected"), [("resnet50", 23_528_522), ("resnet101", 42_520_650),
+                                                ("resnet152", 58_164_298)])
+def test_deeper_resnets_have_torchvision_layout_and_parameters(notebook, name, expected):
+    with torch.device("meta"):  # shapes only: fast
+        ours = notebook[name](num_classes=10).state_dict()
+        theirs = getattr(torchvision.models, name)(num_classes=10).state_dict()
+    assert {k: v.shape for k, v in ours.items()} == {k: v.shape for k, v in theirs.items()}
+    assert sum(v.numel() for k, v in ours.items() if "running" not in k and "num_batches" not in k) == expected
+
+
+@pytest.mark.parametrize(("name", "expected"), [("resnet34", (34, 3)), ("resnet50", (50, 4)),
+                                                ("resnet101", (101, 4)), ("resnet152", (152, 4))])
+def test_the_name_counts_the_weighted_layers_on_the_main_path(notebook, name, expected):
+    with torch.device("meta"):
+        assert count_weighted_layers(notebook[name](num_classes=10)) == expected
+
+
+# The Bottleneck exercise: the check cell's verdicts, on the notebook's own ResNet class.
+
+class StudentBottleneck(nn.Module):
+    """A correct answer, written independently of the reference solution."""
+
+    expansion = 4
+
+    def __init__(self, in_channels, channels, stride=1, downsample=None):
+        super().__init__()
+        width, out_channels = channels, channels * self.expansion
+        self.conv1, self.bn1 = nn.Conv2d(in_channels, width, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv2, self.bn2 = nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width)
+        self.conv3, self.bn3 = nn.Conv2d(width, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)
+        self.relu = nn.ReLU()
+        self.downsample = downsample
+
+    def forward(self, x):
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class ExpansionTwo(solutions.Bottleneck):
+    expansion = 2
+
+
+class WithoutLastBatchNorm(solutions.Bottleneck):
+    def __init__(self, in_channels, channels, stride=1, downsample=None):
+        super().__init__(in_channels, channels, stride, downsample)
+        del self.bn3
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.conv3(out) + identity)
+
+
+class ReluBeforeAddition(solutions.Bottleneck):
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        return self.relu(self.bn3(self.conv3(out))) + identity
+
+
+class StrideNowhere(solutions.Bottleneck):
+    def __init__(self, in_channels, channels, stride=1, downsample=None):
+        super().__init__(in_channels, channels, 1, downsample)
+
+
+def test_the_shipped_exercise_is_reported_as_not_attempted(shipped, capsys):
+    block = check_bottleneck(shipped["Bottleneck"], shipped["ResNet"], small_images())
+    assert block is solutions.Bottleneck
+    output = capsys.readouterr().out
+    assert "NOT ATTEMPTED" in output and "PASS" not in output and "FAIL" not in output
+
+
+@pytest.mark.parametrize("block", [StudentBottleneck, torchvision.models.resnet.Bottleneck],
+                         ids=["a student's block", "torchvision's block"])
+def test_a_correct_bottleneck_passes_and_is_kept(shipped, capsys, block):
+    assert check_bottleneck(block, shipped["ResNet"], small_images()) is block
+    output = capsys.readouterr().out
+    assert "PASS: your Bottleneck is right. ResNet-50 built from it is torchvision's (23,528,522 parameters)." in output
+    assert "torchvision -> ours: strict load OK, identical outputs" in output
+
+
+@pytest.mark.parametrize(("block", "reason"), [
+    (ExpansionTwo, "other shapes in ours: layer1.0.conv3.weight (128, 64, 1, 1) instead of (256, 64, 1, 1)"),
+    (WithoutLastBatchNorm, "missing in ours: layer1.0.bn3.weight"),
+    (ReluBeforeAddition, "with the same weights the two models compute different outputs"),
+    (StrideNowhere, "raised RuntimeError: The size of tensor a"),
+])
+def test_a_wrong_bottleneck_fails_with_the_reason_and_the_notebook_goes_on(shipped, capsys, block, reason):
+    assert check_bottleneck(block, shipped["ResNet"], small_images()) is solutions.Bottleneck
+    output = capsys.readouterr().out
+    assert "FAIL: " in output and reason in output and "PASS" not in output
+    assert "The notebook goes on with the reference solution" in output
