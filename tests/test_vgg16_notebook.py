@@ -1,12 +1,14 @@
-"""The VGG16 of notebooks/02_vgg16_cifar10.ipynb: its size, its shapes, and its torchvision layout."""
+"""notebooks/02_vgg16_cifar10.ipynb: VGG16's size, shapes and torchvision layout, and the numbers its text states."""
 
 import math
+import re
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
+from helpers import ImageRecipe
 from tests.notebook_code import notebook_namespace
 
 # Output channels of VGG16's thirteen 3x3 convolutions, block by block.
@@ -23,8 +25,13 @@ def expected_parameter_count(num_classes: int, pool_size: int = 3) -> int:
 
 
 @pytest.fixture(scope="module")
-def vgg16_class():
-    return notebook_namespace("02_vgg16_cifar10.ipynb")["VGG16"]
+def notebook() -> dict:
+    return notebook_namespace("02_vgg16_cifar10.ipynb")
+
+
+@pytest.fixture(scope="module")
+def vgg16_class(notebook):
+    return notebook["VGG16"]
 
 
 @pytest.fixture(scope="module")
@@ -82,3 +89,49 @@ def test_kaiming_uniform_initialisation(model):
             assert layer.weight.abs().max() <= bound
             assert layer.weight.abs().max() > 0.9 * bound  # not PyTorch's default, 1/sqrt(fan_in)
             assert torch.all(layer.bias == 0)
+
+
+@pytest.mark.parametrize("resize, crop, centre", [(70, 64, 3), (40, 32, 4), (36, 32, 2)])
+def test_crop_offsets_read_from_the_recipes_transforms(notebook, resize, crop, centre):
+    state = torch.get_rng_state()
+    found_centre, offsets = notebook["crop_offsets"](ImageRecipe(resize=resize, crop=crop))
+    assert torch.equal(torch.get_rng_state(), state)  # the seeded training's draws are left alone
+    assert found_centre == centre
+    assert offsets == list(range(resize - crop + 1))
+
+
+def test_the_notebooks_recipe_shifts_a_crop_at_most_3_pixels_from_the_centre(notebook):
+    centre, offsets = notebook["crop_offsets"](ImageRecipe(resize=70, crop=64))
+    assert max(abs(offset - centre) for offset in offsets) == 3  # not 6: that is the range between two crops
+    assert offsets[-1] - offsets[0] == 6
+
+
+@pytest.mark.parametrize("options, cut_epoch", [
+    ({"mode": "max", "factor": 0.1}, 12),       # patience 10: cut in the 11th epoch without improvement
+    ({"mode": "max", "factor": 0.1, "patience": 3}, 5),
+    ({"mode": "max", "factor": 0.5, "patience": 0}, 2),
+])
+def test_plateau_scheduler_cuts_after_more_than_patience_epochs_without_improvement(notebook, options, cut_epoch):
+    scheduler, epoch = notebook["first_lr_cut"](**options)
+    assert epoch == cut_epoch == scheduler.patience + 2  # epoch 1 is the best, then patience + 1 bad ones
+    assert (scheduler.threshold, scheduler.threshold_mode) == (1e-4, "rel")
+
+
+@pytest.mark.parametrize("answer, result, verdict", [
+    (None, None, "NOT ANSWERED YET"),
+    ("dropout", None, "Answer with"),
+    ("Dropout", True, "PASS"),
+    ("Dropout2d", False, "FAIL"),
+])
+def test_dropout_exercise_check(notebook, capsys, answer, result, verdict):
+    state = torch.get_rng_state()
+    assert notebook["check_dropout_answer"](answer) is result
+    printed = capsys.readouterr().out
+    assert printed.startswith(verdict)
+    assert torch.equal(torch.get_rng_state(), state)
+    if result is not None:  # right or wrong, the check explains with numbers it measured
+        single = int(re.search(r"single numbers \((\d+)% of them", printed).group(1))
+        whole, elementwise = map(int, re.search(r"(\d+)% of the 2x2 feature maps.*\((\d+)% with nn.Dropout\)",
+                                                printed).groups())
+        assert 45 <= single <= 55 and whole == 100 and elementwise < 25  # 2 in 16 maps by chance with Dropout
+        assert "multiplies the others by 2" in printed and "2-D input" in printed
