@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: notebooks test test-data set-repo-url benchmark lint clean
+.PHONY: notebooks test test-data set-repo-url benchmark gpu-check lint clean
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/run_notebooks.py
@@ -26,6 +26,12 @@ set-repo-url:
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
+
+# On a machine with a CUDA GPU, the one command: the CUDA tests (skipped, with the reason, without
+# one), then training images/s of VGG16 and ResNet-34 with mixed precision and channels-last on and off.
+gpu-check: $(STAMP)
+	CUBLAS_WORKSPACE_CONFIG=:4096:8 $(BIN)/python -m pytest tests/test_cuda.py -rs -p no:cacheprovider
+	$(BIN)/python benchmarks/bench_gpu.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,8 +1,40 @@
 """Shared helpers for the residual-network and VGG notebooks: data, training, evaluation, plots."""
 
 from .checkpoint import CheckpointError
-from .data import (
-    DatasetUnavailableError,
+from .comparison import (
+    ModelMismatchError,
+    check_against_torchvision,
+    convolution_kinds,
+    count_weighted_layers,
+    parameters_per_part,
+    part_outputs,
+    print_parameter_table,
+    print_parts,
+    with_running_stats,
+)
+from .datasets import DatasetUnavailableError, ImageData, load_dataset
+from .diagrams import draw_residual_block
+from .environment import (
+    checkpoint_dir,
+    dataset_dir,
+    describe_hardware,
+    get_device,
+    in_colab,
+    is_smoke_test,
+    print_run_mode,
+    run_checkpoint_path,
+)
+from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
+from .exercises import check_bottleneck, check_exercise, expect_error, show_solution
+from .explain import (
+    most_confused_pairs,
+    show_confident_mistakes,
+    show_feature_maps,
+    show_first_layer_filters,
+    show_grad_cam,
+)
+from .gradcam import grad_cam
+from .loaders import (
     DeviceLoader,
     ImageRecipe,
     compute_channel_stats,
@@ -10,19 +42,21 @@ from .data import (
     get_dataloaders_cifar10,
     get_dataloaders_fashion_mnist,
     get_dataloaders_mnist,
-    load_dataset,
     unnormalize,
 )
-from .diagrams import draw_residual_block
-from .environment import checkpoint_dir, get_device, in_colab, is_smoke_test, print_run_mode, run_checkpoint_path
-from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
 from .plotting import plot_accuracy, plot_confusion_matrix, plot_training_loss, show_examples
 from .reproducibility import set_all_seeds, set_deterministic
 from .summary import count_flops, count_parameters, layer_summary
 from .training import History, NonFiniteLossError, train_model
 
 __all__ = [
-    "CheckpointError", "DatasetUnavailableError", "DeviceLoader", "History", "ImageRecipe",
+    "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
+    "show_first_layer_filters", "show_grad_cam",
+    "ModelMismatchError", "check_against_torchvision", "check_bottleneck", "check_exercise",
+    "convolution_kinds", "count_weighted_layers", "expect_error", "parameters_per_part", "part_outputs",
+    "print_parameter_table", "print_parts", "show_solution", "with_running_stats",
+    "CheckpointError", "DatasetUnavailableError", "DeviceLoader", "History", "ImageData", "ImageRecipe",
+    "dataset_dir", "describe_hardware",
     "NonFiniteLossError", "checkpoint_dir", "compute_accuracy", "compute_channel_stats",
     "compute_confusion_matrix", "count_flops", "count_parameters", "draw_residual_block", "evaluate",
     "get_dataloaders", "get_dataloaders_cifar10", "get_dataloaders_fashion_mnist", "get_dataloaders_mnist",

@@ -3,27 +3,42 @@
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .data import class_names
 from .environment import get_device
+from .loaders import class_names
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a forward pass computes: float32 or a mixed-precision dtype, in the plain or channels-last layout."""
+
+    amp_dtype: torch.dtype | None = None
+    channels_last: bool = False
+
+    def prepare(self, images: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """A batch of images on the device, in this memory layout."""
+        memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
+        return images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+    def autocast(self, device: torch.device):
+        """Mixed precision in amp_dtype, or nothing at all when amp_dtype is None.
+
+        Older torch releases reject some device types (Apple's MPS) in torch.autocast even when disabled.
+        """
+        if self.amp_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
 
 
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device a model's parameters are on."""
     parameter = next(model.parameters(), None)
     return parameter.device if parameter is not None else torch.device("cpu")
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """Mixed precision in dtype, or nothing at all when dtype is None.
-
-    Older torch releases reject some device types (Apple's MPS) in torch.autocast even when disabled.
-    """
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
 
 
 @contextlib.contextmanager
@@ -38,23 +53,23 @@ def eval_mode(model: torch.nn.Module):
         model.train(was_training)
 
 
-def predictions(model, data_loader, device=None, amp_dtype=None, channels_last=False):
-    """Yield (logits, targets) for every batch of a loader, on the model's device."""
-    device = get_device(device) if device is not None else model_device(model)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+def predictions(model, data_loader, precision: Precision | None = None):
+    """Yield (float32 logits, targets) for every batch of a loader, on the model's device."""
+    precision = precision or Precision()
+    device = model_device(model)
     with eval_mode(model):
         for features, targets in data_loader:
-            features = features.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+            features = precision.prepare(features, device)
             targets = targets.to(device, non_blocking=True)
-            with autocast(device, amp_dtype):
+            with precision.autocast(device):
                 logits = model(features)
             yield logits.float(), targets
 
 
-def evaluate(model, data_loader, device=None, amp_dtype=None, channels_last=False) -> tuple[float, float]:
+def evaluate(model, data_loader, precision: Precision | None = None) -> tuple[float, float]:
     """(mean cross-entropy loss, accuracy in percent) over a loader, with one sync at the end."""
     loss_sum = correct = count = None
-    for logits, targets in predictions(model, data_loader, device, amp_dtype, channels_last):
+    for logits, targets in predictions(model, data_loader, precision):
         batch_loss = F.cross_entropy(logits, targets, reduction="sum")
         batch_correct = (logits.argmax(1) == targets).sum()
         loss_sum = batch_loss if loss_sum is None else loss_sum + batch_loss
@@ -66,18 +81,41 @@ def evaluate(model, data_loader, device=None, amp_dtype=None, channels_last=Fals
 
 
 def compute_accuracy(model, data_loader, device=None) -> float:
-    """Accuracy of the model on a loader, in percent."""
-    return evaluate(model, data_loader, device)[1]
+    """Accuracy of the model on a loader, in percent (device, as in the course: where the model is)."""
+    _check_device(model, device)
+    return evaluate(model, data_loader)[1]
 
 
 def compute_confusion_matrix(model, data_loader, device=None, num_classes: int | None = None) -> np.ndarray:
     """K x K counts for K classes: rows are true labels, columns predictions, absent classes included."""
+    _check_device(model, device)
     num_classes = num_classes or len(class_names(data_loader))
-    counts = None
-    for logits, targets in predictions(model, data_loader, device):
-        pairs = targets * num_classes + logits.argmax(1)
+    counts = largest = None
+    for logits, targets in predictions(model, data_loader):
+        guesses = logits.argmax(1)
+        # Counted in a flat vector of K*K cells: a class >= K would land silently in another cell.
+        batch_largest = torch.maximum(targets.max(), guesses.max())
+        largest = batch_largest if largest is None else torch.maximum(largest, batch_largest)
+        pairs = (targets * num_classes + guesses).clamp_(0, num_classes * num_classes - 1)
         batch_counts = torch.bincount(pairs, minlength=num_classes * num_classes)
         counts = batch_counts if counts is None else counts + batch_counts
     if counts is None:
         raise ValueError("The data loader is empty: there is nothing to count.")
+    if largest.item() >= num_classes:
+        raise ValueError(
+            f"num_classes={num_classes} is too small: the labels or the model's predictions reach class "
+            f"{largest.item()}. Pass num_classes={largest.item() + 1} or more, or leave it out to take the "
+            "number of classes from the loader."
+        )
     return counts.view(num_classes, num_classes).cpu().numpy()
+
+
+def _check_device(model, device) -> None:
+    """The course passed the device along; here the model's own device is used, so they must agree."""
+    if device is None:
+        return
+    wanted, actual = get_device(device), model_device(model)
+    if wanted.type != actual.type or None not in (wanted.index, actual.index) and wanted.index != actual.index:
+        raise ValueError(f"The model's weights are on {actual}, not {wanted}: move it first with "
+                         f"model.to({str(wanted)!r}), or leave device out.")
+

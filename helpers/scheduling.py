@@ -1,8 +1,14 @@
-"""Learning-rate schedulers, each stepped the way its documentation says."""
+"""Learning-rate schedulers: checked before training, described for checkpoints, stepped as documented."""
 
 from __future__ import annotations
 
+import collections
+
 import torch
+
+# Scheduler fields that change as it steps. Everything else a scheduler keeps is its configuration.
+_PROGRESS = {"last_epoch", "_step_count", "_is_initial", "_get_lr_called_within_step", "_last_lr",
+             "best", "num_bad_epochs", "cooldown_counter", "verbose"}
 
 
 def is_plateau(scheduler) -> bool:
@@ -20,6 +26,48 @@ def current_lrs(optimizer: torch.optim.Optimizer) -> list[float]:
     return [float(group["lr"]) for group in optimizer.param_groups]
 
 
+def check_scheduler(scheduler, optimizer, total_batches: int) -> None:
+    """Refuse, before any training, a scheduler that would fail or mislead part-way through a run."""
+    if scheduler is None:
+        return
+    if getattr(scheduler, "optimizer", optimizer) is not optimizer:
+        raise ValueError("The scheduler was built for another optimizer: build it from the optimizer you pass "
+                         "to train_model, e.g. StepLR(optimizer, step_size=10).")
+    if is_plateau(scheduler) and scheduler.mode != "max":
+        raise ValueError("ReduceLROnPlateau watches validation accuracy here, which should go up: "
+                         "create it with mode='max'.")
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR) and scheduler.total_steps < total_batches:
+        raise ValueError(
+            f"This OneCycleLR plans {scheduler.total_steps} steps, but the run takes {total_batches} "
+            "(num_epochs x batches per epoch). Build it with epochs=num_epochs and "
+            "steps_per_epoch=len(train_loader)."
+        )
+
+
+def scheduler_settings(scheduler) -> dict:
+    """A scheduler's type and configuration (T_max, gamma, total_steps...) as plain values."""
+    if scheduler is None:
+        return {"type": None}
+    return {"type": type(scheduler).__name__, **_configuration(scheduler.state_dict())}
+
+
+def _configuration(state: dict) -> dict:
+    return {key: _plain(value) for key, value in state.items() if key not in _PROGRESS}
+
+
+def _plain(value):
+    """Numbers, strings and lists of them; a chained scheduler's parts are described the same way."""
+    if isinstance(value, collections.Counter):  # MultiStepLR's milestones
+        return sorted(value.elements())
+    if isinstance(value, dict):
+        return _configuration(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    return type(value).__name__  # a function (LambdaLR's lambda) can only be named, not compared
+
+
 def step_scheduler(scheduler, valid_acc: float) -> None:
     """The end-of-epoch step: plateau schedulers read the validation accuracy, the others the epoch.
 
@@ -29,9 +77,6 @@ def step_scheduler(scheduler, valid_acc: float) -> None:
     if scheduler is None or steps_every_batch(scheduler):
         return
     if is_plateau(scheduler):
-        if scheduler.mode != "max":
-            raise ValueError("ReduceLROnPlateau watches validation accuracy here, which should go up: "
-                             "create it with mode='max'.")
         scheduler.step(valid_acc)
     else:
         scheduler.step()

@@ -1,6 +1,8 @@
 """A training run for test_training, in its own process: it can die by SIGKILL part-way through.
 
-usage: python tests/resume_job.py CHECKPOINT RESULT {none,mid-epoch,mid-save}
+usage: python tests/resume_job.py CHECKPOINT RESULT {none,mid-epoch,mid-save} [DEVICE]
+
+On CUDA it first calls set_deterministic(), before anything touches the GPU, as a notebook would.
 """
 
 from __future__ import annotations
@@ -16,10 +18,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import torch  # noqa: E402
 
-from helpers import set_all_seeds, train_model  # noqa: E402
+from helpers import DeviceLoader, set_all_seeds, set_deterministic, train_model  # noqa: E402
 from tests.support import tiny_loaders, tiny_model  # noqa: E402
 
 NUM_EPOCHS = 3
+
+
+def tiny_loaders_on(device: str, **options) -> tuple:
+    """tests.support's tiny loaders (options as there), with their images on the given device."""
+    return tuple(
+        DeviceLoader(loader.images, loader.labels, loader.batch_size, loader.recipe, loader.classes,
+                     train=loader.train, shuffle=loader.shuffle, drop_last=loader.drop_last,
+                     seed=0 if loader.generator is not None else None, device=device)
+        for loader in tiny_loaders(**options)
+    )
 
 
 def die() -> None:
@@ -57,10 +69,12 @@ def kill_during_second_save() -> None:
     torch.save = half_save
 
 
-def main(checkpoint: str, result: str, kill: str) -> None:
+def main(checkpoint: str, result: str, kill: str, device: str = "cpu") -> None:
     torch.set_num_threads(1)
+    if device.startswith("cuda"):
+        set_deterministic()
     set_all_seeds(0)
-    train_loader, valid_loader, test_loader = tiny_loaders()
+    train_loader, valid_loader, test_loader = tiny_loaders_on(device)
     model = tiny_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.7)
@@ -68,10 +82,10 @@ def main(checkpoint: str, result: str, kill: str) -> None:
         kill_during_epoch_two(train_loader)
     elif kill == "mid-save":
         kill_during_second_save()
-    history = train_model(model, NUM_EPOCHS, train_loader, valid_loader, test_loader, optimizer, "cpu",
+    history = train_model(model, NUM_EPOCHS, train_loader, valid_loader, test_loader, optimizer, device,
                           scheduler=scheduler, checkpoint_path=checkpoint)
     torch.save({"model": model.state_dict(), "history": asdict(history)}, result)
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from helpers import compute_accuracy, compute_confusion_matrix, evaluate
-from helpers.data import DeviceLoader, ImageRecipe
+from helpers.evaluation import Precision
+from helpers.loaders import DeviceLoader, ImageRecipe
 
 
 class FixedGuesses(nn.Module):
@@ -66,3 +67,22 @@ def test_empty_loader_is_an_error():
                          ImageRecipe(), ["a"])
     with pytest.raises(ValueError, match="empty"):
         compute_accuracy(FixedGuesses(1), empty)
+
+
+def test_a_confusion_matrix_too_small_for_the_classes_is_an_error():
+    loader = loader_with([0, 1, 3, 2], [0, 1, 3, 2])
+    with pytest.raises(ValueError, match="num_classes=3 is too small: the labels or the model's predictions reach "
+                                         "class 3. Pass num_classes=4 or more"):
+        compute_confusion_matrix(FixedGuesses(4), loader, num_classes=3)
+
+
+def test_evaluation_in_channels_last_gives_the_same_numbers():
+    labels, guesses = [0, 1, 2, 3, 1], [0, 1, 1, 3, 2]
+    plain = evaluate(FixedGuesses(4), loader_with(labels, guesses))
+    channels_last = evaluate(FixedGuesses(4), loader_with(labels, guesses), Precision(channels_last=True))
+    assert channels_last == pytest.approx(plain)
+
+
+def test_a_device_other_than_the_models_is_an_error():
+    with pytest.raises(ValueError, match="The model's weights are on cpu, not cuda"):
+        compute_accuracy(FixedGuesses(4), loader_with([0], [0]), device="cuda")
