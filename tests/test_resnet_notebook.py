@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import check_bottleneck, count_weighted_layers, solutions
+from helpers import check_bottleneck, count_weighted_layers, grad_cam, solutions
 from tests.notebook_code import notebook_namespace
 
 NOTEBOOK = "03_resnet34_cifar10.ipynb"
@@ -86,6 +86,20 @@ def test_same_state_dict_keys_and_shapes_as_torchvision(notebook):
 
 def test_stage_sizes_at_64x64(notebook):
     assert stage_widths(notebook["resnet34"](num_classes=10), 64) == [16, 8, 4, 2]
+
+
+def test_feature_maps_and_grad_cam_layer_stated_in_the_text(notebook):
+    model = notebook["resnet34"](num_classes=10).eval()
+    shapes = {}
+    hooks = [getattr(model, f"layer{i}").register_forward_hook(
+        lambda _module, _inputs, output, i=i: shapes.__setitem__(i, tuple(output.shape[1:]))) for i in range(1, 5)]
+    with torch.no_grad():
+        model(small_images())
+    for hook in hooks:
+        hook.remove()
+    assert [shapes[i] for i in range(1, 5)] == [(64, 16, 16), (128, 8, 8), (256, 4, 4), (512, 2, 2)]
+    assert model.conv1.weight.shape == (64, 3, 7, 7)  # the first-layer filters: 64 of 3x7x7
+    assert grad_cam(model, small_images(), "layer4").shape == (2, 64, 64)  # from layer4's 2x2 to the image
 
 
 def test_small_image_stem_keeps_the_resolution(notebook):

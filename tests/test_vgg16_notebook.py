@@ -8,7 +8,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import ImageRecipe
+from helpers import ImageRecipe, grad_cam
 from tests.notebook_code import notebook_namespace
 
 # Output channels of VGG16's thirteen 3x3 convolutions, block by block.
@@ -69,6 +69,30 @@ def test_features_is_flat_and_in_torchvision_order(model, torchvision_features):
     reference = torchvision_features
     assert [type(layer) for layer in model.features] == [type(layer) for layer in reference]
     assert all(not list(layer.children()) for layer in model.features)
+
+
+def output_shapes(model: nn.Module, names: list[str], size: int = 64) -> dict[str, tuple[int, ...]]:
+    """(channels, height, width) of each named layer's output for one size x size image, read with hooks."""
+    modules, shapes = dict(model.named_modules()), {}
+    hooks = [modules[name].register_forward_hook(
+        lambda _module, _inputs, output, name=name: shapes.__setitem__(name, tuple(output.shape[1:])))
+        for name in names]
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    for hook in hooks:
+        hook.remove()
+    return {name: shapes[name] for name in names}
+
+
+def test_feature_maps_and_grad_cam_layer_stated_in_the_text(model):
+    pools = [name for name, layer in model.named_modules() if isinstance(layer, nn.MaxPool2d)]
+    convolutions = [name for name, layer in model.named_modules() if isinstance(layer, nn.Conv2d)]
+    shapes = output_shapes(model, pools + ["features.28"])
+    assert [shapes[name] for name in pools] == [(64, 32, 32), (128, 16, 16), (256, 8, 8), (512, 4, 4), (512, 2, 2)]
+    assert convolutions[-1] == "features.28" and shapes["features.28"] == (512, 4, 4)
+    assert model.features[0].weight.shape == (64, 3, 3, 3)  # the first-layer filters: 64 of 3x3x3
+    heat_maps = grad_cam(model, torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0)), "features.28")
+    assert heat_maps.shape == (2, 64, 64)  # upsampled from the layer's 4x4 to the image
 
 
 def test_torchvision_vgg16_features_load_strictly(vgg16_class, torchvision_features):
