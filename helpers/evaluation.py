@@ -43,14 +43,16 @@ def model_device(model: torch.nn.Module) -> torch.device:
 
 @contextlib.contextmanager
 def eval_mode(model: torch.nn.Module):
-    """Evaluate in eval mode without gradients, then put the model back in the mode it was in."""
-    was_training = model.training
+    """Evaluate in eval mode without gradients, then put every module back in the mode it was in."""
+    # Per module, not model.train(was_training): a model may hold frozen parts kept in eval mode.
+    modes = [(module, module.training) for module in model.modules()]
     model.eval()
     try:
         with torch.inference_mode():
             yield
     finally:
-        model.train(was_training)
+        for module, training in modes:
+            module.training = training
 
 
 def predictions(model, data_loader, precision: Precision | None = None):

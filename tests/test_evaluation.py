@@ -10,6 +10,7 @@ from torch import nn
 from helpers import compute_accuracy, compute_confusion_matrix, evaluate
 from helpers.evaluation import Precision
 from helpers.loaders import DeviceLoader, ImageRecipe
+from tests.support import tiny_loaders, tiny_model
 
 
 class FixedGuesses(nn.Module):
@@ -86,3 +87,13 @@ def test_evaluation_in_channels_last_gives_the_same_numbers():
 def test_a_device_other_than_the_models_is_an_error():
     with pytest.raises(ValueError, match="The model's weights are on cpu, not cuda"):
         compute_accuracy(FixedGuesses(4), loader_with([0], [0]), device="cuda")
+
+
+def test_evaluation_puts_every_module_back_in_its_own_mode():
+    model = tiny_model()
+    model.train()
+    model.features[1].eval()  # a frozen BatchNorm kept in eval mode inside a training model
+    _, valid_loader, _ = tiny_loaders()
+    compute_accuracy(model, valid_loader)
+    assert model.training and model.classifier.training
+    assert not model.features[1].training
