@@ -9,12 +9,20 @@ a copy in data/) at its native 28x28 pixels, on the CPU with one thread, with th
 
 import math
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from helpers import get_dataloaders_fashion_mnist, load_dataset, set_all_seeds, train_model
+from helpers import (
+    get_dataloaders_fashion_mnist,
+    load_dataset,
+    set_all_seeds,
+    show_feature_maps,
+    show_first_layer_filters,
+    train_model,
+)
 from tests.notebook_code import notebook_namespace
 
 NOTEBOOK = "04_resnet18_fashion_mnist.ipynb"
@@ -221,6 +229,22 @@ def test_weights_start_xavier_uniform(notebook):
             largest = weight.abs().max().item()
             # The bound in float32 may round up by a last bit: allow one part in a million.
             assert 0.9 * bound < largest <= bound * (1 + 1e-6), f"{name}: largest {largest:.4f}, bound {bound:.4f}"
+
+
+# --------------------------------------------------------------------------- what it learned
+
+
+def test_explain_figures_show_the_shapes_the_text_states(notebook):
+    """At 96x96: the feature maps' titles (read with forward hooks) and the first filters, as the notebook says."""
+    model = notebook["resnet18"]()
+    show_feature_maps(model, torch.rand(1, 96, 96), layers=["stem", "stage1", "stage2", "stage3", "stage4"])
+    titles = [ax.get_title(loc="left") for ax in plt.gcf().axes if ax.get_title(loc="left")]
+    show_first_layer_filters(model)
+    filters_title = plt.gcf()._suptitle.get_text()
+    plt.close("all")
+    assert titles == ["input: 1 x 96 x 96", "stem: 64 x 24 x 24", "stage1: 64 x 24 x 24", "stage2: 128 x 12 x 12",
+                      "stage3: 256 x 6 x 6", "stage4: 512 x 3 x 3"]
+    assert filters_title == "stem.0: 64 filters of 1x7x7"
 
 
 # --------------------------------------------------------------------------- the exercise
