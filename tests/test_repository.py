@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -62,8 +63,10 @@ def test_ci_runs_only_the_readme_test_command():
 
 
 def test_make_test_gets_the_test_data_before_pytest():
-    result = subprocess.run(["make", "-n", "-o", ".venv/.installed", "test"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=60)
+    # Under `make test` itself, make's own variables would make the inner make print directory lines.
+    env = {key: value for key, value in os.environ.items() if key not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}
+    result = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", "test"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=60, env=env)
     commands = result.stdout.splitlines()
     assert result.returncode == 0, result.stderr
     assert commands[0].endswith("python scripts/get_test_data.py") and "-m pytest" in commands[1]
