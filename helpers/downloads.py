@@ -69,6 +69,9 @@ def download_file(url: str, path: Path, md5: str | None, *, timeout: float, dead
         partial.replace(path)
     except DownloadTimeoutError:
         raise
+    except urllib.error.HTTPError as error:
+        error.close()  # an HTTP error holds the server's answer, and its socket, open until closed
+        raise
     except urllib.error.URLError as error:
         if isinstance(error.reason, TimeoutError):
             raise DownloadTimeoutError(f"{host} did not answer within {timeout:g} s") from error

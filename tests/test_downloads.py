@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import socket
 import threading
 import time
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 import torch
@@ -190,6 +192,21 @@ def test_a_file_comes_whole_from_the_first_mirror_that_has_it(file_server, tmp_p
     assert file_server.requests == ["/missing/data.bin", "/data.bin"]
 
 
+def test_a_mirror_that_answers_404_leaves_no_socket_open(file_server, tmp_path):
+    (file_server.folder / "data.bin").write_bytes(b"data")
+    sockets_before = open_sockets()
+    download_first([f"{file_server.url}/missing/data.bin", f"{file_server.url}/data.bin"],
+                   tmp_path / "data.bin", timeout=TIMEOUT_S)
+    # The 404 answer's socket is closed at once, not left to the garbage collector. (The server's own
+    # socket for the request closes in its thread: give that a moment.)
+    for _ in range(20):
+        if open_sockets() == sockets_before:
+            break
+        time.sleep(0.05)
+    assert open_sockets() == sockets_before
+    assert (tmp_path / "data.bin").read_bytes() == b"data"
+
+
 def test_a_corrupt_file_is_refused_and_not_kept(file_server, tmp_path):
     (file_server.folder / "data.bin").write_bytes(b"not what was promised")
     target = tmp_path / "out" / "data.bin"
@@ -255,3 +272,17 @@ def test_a_dropped_download_outside_smoke_mode_is_a_clear_error(dropping_url, tm
             load_dataset("mnist", data_dir=tmp_path, smoke_test=False)
 
     assert timed(load) < 2 * TIMEOUT_S + SLACK_S  # both mirrors of the first file, then no more tries
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open (Linux: its file descriptors that are sockets)."""
+    folder = Path("/proc/self/fd")
+    if not folder.is_dir():
+        pytest.skip("counting open sockets needs Linux's /proc")
+    count = 0
+    for entry in folder.iterdir():
+        try:
+            count += os.readlink(entry).startswith("socket:")
+        except OSError:  # the descriptor closed while we looked
+            pass
+    return count
