@@ -29,11 +29,15 @@ RECIPE = ImageRecipe(mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3))
 
 @pytest.fixture(autouse=True)
 def quiet_and_closed():
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # Not ResourceWarning: it comes from whatever the garbage collector finalises now, often another test's.
+        warnings.simplefilter("default", ResourceWarning)
         yield
     plt.close("all")
+    torch.set_num_threads(threads)
 
 
 # --------------------------------------------------------------------------- models and data

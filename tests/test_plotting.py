@@ -27,6 +27,8 @@ from tests.support import tiny_loaders, tiny_model
 def warnings_are_errors():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
+        # Not ResourceWarning: it comes from whatever the garbage collector finalises now, often another test's.
+        warnings.simplefilter("default", ResourceWarning)
         yield
     plt.close("all")
 
