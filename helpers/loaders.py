@@ -127,12 +127,17 @@ def unnormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequenc
 
 def check_batch_size(batch_size) -> int:
     """batch_size as an int (numpy integers welcome), or a clear error."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral):
-        raise TypeError(f"batch_size must be a whole number of images, e.g. 64 "
-                        f"(got {batch_size!r}, a {type(batch_size).__name__}).")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1 (got {batch_size}).")
-    return int(batch_size)
+    return check_count("batch_size", batch_size, example=64)
+
+
+def check_count(name: str, value, example: int) -> int:
+    """A count such as batch_size or num_epochs as an int (numpy integers welcome), or a clear error."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be a whole number of at least 1, e.g. {example} "
+                        f"(got {value!r}, a {type(value).__name__}).")
+    if value < 1:
+        raise ValueError(f"{name} must be a whole number of at least 1 (got {value}).")
+    return int(value)
 
 
 def content_hash(images: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4096) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import numbers
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
@@ -29,7 +28,7 @@ from .checkpoint import (
 )
 from .environment import get_device
 from .evaluation import Precision, eval_mode, evaluate
-from .loaders import class_names, data_signature, sample_images
+from .loaders import check_count, class_names, data_signature, sample_images
 from .scheduling import check_scheduler, current_lrs, step_scheduler, steps_every_batch
 
 # A cross-entropy loss this large means logits millions apart: the run has diverged, NaN or not.
@@ -90,8 +89,8 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader=None,
     default (amp=False / channels_last=False switch them off; amp=torch.float16 or torch.bfloat16
     picks the type); compile_model=True uses torch.compile.
     """
-    num_epochs = _whole_number("num_epochs", num_epochs, example=10)
-    logging_interval = _whole_number("logging_interval", logging_interval, example=50)
+    num_epochs = check_count("num_epochs", num_epochs, example=10)
+    logging_interval = check_count("logging_interval", logging_interval, example=50)
     _check_arguments(model, optimizer, scheduler, train_loader, valid_loader, num_epochs)
     device = get_device(device)
     channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
@@ -109,16 +108,6 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader=None,
 
 
 # --------------------------------------------------------------------------- checks before training
-
-
-def _whole_number(name: str, value, example: int) -> int:
-    """value as an int (numpy integers welcome), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a whole number of at least 1, e.g. {example} "
-                        f"(got {value!r}, a {type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1 (got {value}).")
-    return int(value)
 
 
 def _check_arguments(model, optimizer, scheduler, train_loader, valid_loader, num_epochs) -> None:

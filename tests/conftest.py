@@ -8,6 +8,18 @@ import pytest
 matplotlib.use("Agg")  # tests draw figures without a screen
 
 
+@pytest.fixture(scope="module")
+def one_cpu_thread():
+    """Train on one torch thread: trained weights depend on the thread count (the order of sums), and
+    one thread keeps a busy machine from stalling the threads on each other."""
+    import torch  # here: the Agg backend is chosen before anything loads pyplot
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture
 def no_smoke(monkeypatch):
     """Tests of full-recipe behaviour run outside smoke mode, whatever SMOKE_TEST the suite runs under."""

@@ -80,7 +80,7 @@ def test_custom_transforms_with_the_device_pipeline_is_an_error(empty_data_dir):
 
 @pytest.mark.parametrize("batch_size", [0, -5])
 def test_batch_size_below_one_is_an_error(batch_size, empty_data_dir):
-    with pytest.raises(ValueError, match="batch_size must be at least 1"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1"):
         get_dataloaders("mnist", batch_size, download=False, smoke_test=True)
 
 
@@ -240,7 +240,7 @@ def test_mean_and_std_must_fit_the_channels(empty_data_dir):
 @pytest.mark.parametrize("batch_size", ["64", 1.5, 64.0, True, None])
 @pytest.mark.parametrize("pipeline", ["device", "classic"])
 def test_batch_size_must_be_a_whole_number(batch_size, pipeline, empty_data_dir):
-    with pytest.raises(TypeError, match="batch_size must be a whole number of images, e.g. 64"):
+    with pytest.raises(TypeError, match="batch_size must be a whole number of at least 1, e.g. 64"):
         get_dataloaders("mnist", batch_size, pipeline=pipeline, num_workers=0, download=False, smoke_test=True)
 
 

@@ -37,16 +37,6 @@ def fashion_mnist(fashion_mnist_dir):
                                          data_dir=fashion_mnist_dir)
 
 
-@pytest.fixture
-def one_cpu_thread():
-    # The order of floating-point sums, and so the trained weights, depends on the thread count;
-    # one thread also keeps a busy machine from stalling the threads on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.parametrize("name, num_params, _", NETWORKS)
 def test_parameter_count(notebook, name, num_params, _):
     assert count_parameters(notebook[name]()) == num_params

@@ -293,16 +293,6 @@ def train_notebook_resnet18(notebook, loaders, seed):
     return train_model(model, LEARNING["num_epochs"], train_loader, valid_loader, test_loader, optimizer, "cpu")
 
 
-@pytest.fixture
-def one_cpu_thread():
-    # The order of floating-point sums, and so the trained weights, depends on the thread count;
-    # one thread also keeps a busy machine from stalling the threads on each other.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_learns_on_real_fashion_mnist(notebook, fashion_mnist_subset, one_cpu_thread):
     history = train_notebook_resnet18(notebook, fashion_mnist_subset, LEARNING["seed"])
     print(f"ResNet-18: test accuracy {history.test_acc:.2f}% after {LEARNING['num_epochs']} epochs on "

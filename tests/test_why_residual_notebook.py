@@ -47,15 +47,6 @@ def notebook() -> dict:
 
 
 @pytest.fixture(scope="module")
-def one_cpu_thread():
-    # The result then does not depend on the number of cores, and a busy machine does not stall it.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def fashion_mnist_train(fashion_mnist_dir):
     # smoke_test=False: the real, complete data even under SMOKE_TEST=1. No download in tests.
     train_loader, _, _ = get_dataloaders_fashion_mnist(BATCH_SIZE, smoke_test=False, download=False,
