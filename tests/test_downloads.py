@@ -34,22 +34,26 @@ def local_only(monkeypatch):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
 
 
+def local_server(backlog: int) -> tuple[socket.socket, str]:
+    """A socket listening on a free port of 127.0.0.1, and its http:// address."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(backlog)
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
 @pytest.fixture
 def stalled_url():
     """A server that accepts connections (the kernel completes them) and never answers."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    server, url = local_server(backlog=8)
+    yield url
     server.close()
 
 
 @pytest.fixture
 def dropping_url():
     """A port that drops new connections: its listening queue is full, so Linux ignores further SYNs."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
+    server, url = local_server(backlog=0)
     address = server.getsockname()
     held = []
     for _ in range(16):
@@ -63,7 +67,7 @@ def dropping_url():
             break
     else:
         pytest.fail("Could not fill a listening queue on 127.0.0.1, so no port here drops connections.")
-    yield f"http://127.0.0.1:{address[1]}"
+    yield url
     for client in held:
         client.close()
     server.close()
@@ -72,9 +76,7 @@ def dropping_url():
 @pytest.fixture
 def dripping_url():
     """A server that answers at once, then sends its file one byte every 50 ms: never silent, never done."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(8)
+    server, url = local_server(backlog=8)
     stop = threading.Event()
 
     def drip(connection):
@@ -96,7 +98,7 @@ def dripping_url():
             threading.Thread(target=drip, args=(connection,), daemon=True).start()
 
     threading.Thread(target=accept, daemon=True).start()
-    yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    yield url
     stop.set()
     server.close()
 
