@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -24,7 +23,6 @@ DEBIAN_DIR = Path("/usr/share/datasets/fashion-mnist")
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 APT_TIMEOUT_S = 300
 PROBE_TIMEOUT_S = 5  # a machine without network must not wait long before the next option
-DOWNLOAD_TIMEOUT_S = 30  # the longest a stalled download may stay silent
 
 
 def data_roots() -> list[Path]:
@@ -85,22 +83,20 @@ def host_answers(url: str) -> bool:
 
 
 def download(root: Path) -> bool:
-    """torchvision's download into root/FashionMNIST/raw, if one of its mirrors answers."""
+    """Download into root/FashionMNIST/raw with the helpers' bounded download, if one of its mirrors answers."""
     from torchvision import datasets
+
+    from helpers.datasets import DatasetUnavailableError, load_dataset
 
     if not any(host_answers(mirror) for mirror in datasets.FashionMNIST.mirrors):
         print("No network to torchvision's Fashion-MNIST host.")
         return False
-    previous = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # torchvision's urlopen takes the default; never hang
-    try:
-        datasets.FashionMNIST(root, train=True, download=True)
+    try:  # every wait bounded, and a deadline: a stalled or dripping host cannot hold `make test`
+        load_dataset("fashion_mnist", data_dir=root, download=True, smoke_test=False)
         return True
-    except Exception as error:  # a host that answers 403, a stalled or corrupt file...
-        print(f"The download failed: {type(error).__name__}: {str(error).strip()[:200]}")
+    except DatasetUnavailableError as error:  # a host that answers 403, a stalled or corrupt file...
+        print(f"The download failed: {str(error).strip().splitlines()[0][:300]}")
         return False
-    finally:
-        socket.setdefaulttimeout(previous)
 
 
 def failure_sentence() -> str:
