@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import loaders
-from .evaluation import model_device
-from .gradcam import find_layer, forward_hook, grad_cam, model_kept_as_it_was, require_convolution
+from .evaluation import eval_mode, model_device
+from .gradcam import find_layer, forward_hook, grad_cam, require_convolution
 from .plotting import draw_image, loader_mean_std
 
 
@@ -59,14 +59,6 @@ def confused_pairs_table(pairs: list[ConfusedPair]) -> str:
     return "\n".join(lines)
 
 
-@contextlib.contextmanager
-def evaluating(model: nn.Module):
-    """Eval mode without gradients inside the block; every module's own mode and flag as before after it."""
-    with model_kept_as_it_was(model), torch.inference_mode():
-        model.eval()
-        yield
-
-
 def check_num_examples(num_examples: int) -> None:
     if num_examples < 1:
         raise ValueError(f"num_examples must be at least 1 (got {num_examples}).")
@@ -81,7 +73,7 @@ def confident_mistakes(model: nn.Module, loader, num_examples: int):
     """(images, true classes, predicted classes, probabilities) of the most confident wrong predictions."""
     device = model_device(model)
     kept = None
-    with evaluating(model):
+    with eval_mode(model):
         for features, targets in loader:
             probabilities = F.softmax(model(features.to(device)).float(), dim=1)
             confidence, predicted = (tensor.cpu() for tensor in probabilities.max(dim=1))
@@ -178,7 +170,7 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers) -> dict[str, t
             outputs[name] = output.detach().clone()  # a copy: an in-place ReLU may follow
         return hook
 
-    with evaluating(model), contextlib.ExitStack() as hooks:
+    with eval_mode(model), contextlib.ExitStack() as hooks:
         for name, layer in found:
             hooks.enter_context(forward_hook(layer, keep_output(name)))
         model(images.to(model_device(model)))
@@ -220,7 +212,7 @@ def show_grad_cam(model, loader, layer, num_examples: int = 8, mean=None, std=No
     features, targets = next(iter(loader))
     features, targets = features[:num_examples], targets[:num_examples].tolist()
     heat_maps = grad_cam(model, features, layer).numpy()
-    with evaluating(model):
+    with eval_mode(model):
         probabilities = F.softmax(model(features.to(model_device(model))).float(), dim=1).cpu()
     confidence, predicted = probabilities.max(dim=1)
     per_row = 4

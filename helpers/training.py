@@ -212,8 +212,9 @@ class _Run:
         self.scaler = torch.amp.GradScaler(settings.device.type) if settings.precision.amp_dtype == torch.float16 \
             else _NoScaler()
         self.path = Path(checkpoint_path).expanduser() if checkpoint_path is not None else None
-        self.signature = run_signature(model, optimizer, scheduler, self.train_loader, self.valid_loader,
-                                       settings.loss_fn)
+        # Only a checkpoint needs the signature, and it reads the source of the model's own classes.
+        self.signature = None if self.path is None else run_signature(
+            model, optimizer, scheduler, self.train_loader, self.valid_loader, settings.loss_fn)
         self.history = History(iter_per_epoch=len(self.train_loader))
         self.best_state = None
         self.tested_on = None  # the test data's signature when history.test_acc was measured
