@@ -100,6 +100,11 @@ def google_drive_folder(kind: str) -> Path:
     return GOOGLE_DRIVE / "MyDrive" / DRIVE_FOLDERS[kind]
 
 
+def _say_drive_is_colab_only(use_google_drive: bool) -> None:
+    if use_google_drive:  # never ignore a setting silently
+        print("USE_GOOGLE_DRIVE = True works on Google Colab only; here the local folders are used.")
+
+
 def checkpoint_dir(use_google_drive: bool = False) -> Path:
     """The folder for checkpoints.
 
@@ -112,6 +117,7 @@ def checkpoint_dir(use_google_drive: bool = False) -> Path:
     if use_google_drive and in_colab():
         folder = google_drive_folder("checkpoints")
     else:
+        _say_drive_is_colab_only(use_google_drive)
         root = repo_root()
         folder = root / "checkpoints" if root is not None else Path("checkpoints")
     folder.mkdir(parents=True, exist_ok=True)
@@ -122,6 +128,7 @@ def dataset_dir(use_google_drive: bool = False) -> Path:
     """The folder for datasets: on Colab with use_google_drive=True a folder on Google Drive, so that a
     new runtime finds CIFAR-10 there instead of downloading it again; else default_data_dir()."""
     if not (use_google_drive and in_colab()):
+        _say_drive_is_colab_only(use_google_drive)
         return default_data_dir()
     folder = google_drive_folder("data")
     folder.mkdir(parents=True, exist_ok=True)

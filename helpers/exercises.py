@@ -80,4 +80,5 @@ def expect_error(error_type: type[BaseException]):
     except error_type as error:
         print(f"{type(error).__name__}: {error}")
     else:
-        raise AssertionError(f"expected a {error_type.__name__}, but the code ran without one")
+        raise AssertionError(f"expected a {error_type.__name__}, but the code ran without one: the cell no "
+                             "longer holds the bug it shows; put the bug back as the text above describes")

@@ -55,7 +55,11 @@ def badge(url: str, notebook: str) -> str:
 
 
 def read_repository_url(root: Path) -> str:
-    return tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    try:
+        return tomllib.loads((root / "pyproject.toml").read_text())["project"]["urls"]["Repository"]
+    except KeyError:
+        raise SystemExit("pyproject.toml has no Repository under [project.urls]: give the address once, "
+                         "make set-repo-url URL=https://github.com/you/your-fork") from None
 
 
 def stamp_pyproject(root: Path, url: str) -> None:

@@ -151,3 +151,14 @@ def test_an_address_colab_cannot_open_is_refused_in_one_line(tmp_path, url):
     assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
     assert "https://github.com/you/fork" in result.stderr
     assert snapshot(root) == before
+
+
+def test_a_pyproject_without_the_address_gets_one_line_saying_how_to_give_it(tmp_path):
+    root = stamped_copy(tmp_path)
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(re.sub(r"\[project\.urls\]\nRepository = \"[^\"]*\"\n", "", pyproject.read_text()))
+    before = snapshot(root)
+    result = stamp(root)
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1
+    assert "make set-repo-url URL=" in result.stderr
+    assert snapshot(root) == before

@@ -127,10 +127,13 @@ def test_without_google_drive_datasets_stay_in_the_data_folder(fake_colab, tmp_p
     assert fake_colab == []
 
 
-def test_outside_colab_google_drive_is_not_mounted(tmp_path, monkeypatch):
+def test_outside_colab_google_drive_is_not_mounted_and_says_so(tmp_path, monkeypatch, capsys):
     monkeypatch.delitem(sys.modules, "google.colab", raising=False)
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data"))
     assert environment.dataset_dir(use_google_drive=True) == tmp_path / "data"
+    assert "works on Google Colab only" in capsys.readouterr().out
+    environment.dataset_dir(use_google_drive=False)
+    assert capsys.readouterr().out == ""  # nothing to say when Drive was not asked for
 
 
 def test_run_checkpoint_path_expands_the_home_folder(tmp_path, monkeypatch):
