@@ -113,7 +113,8 @@ def main() -> int:
     found = find_copy()
     prefix = apt_prefix() if found is None else None
     if found is None and prefix is not None:
-        print(f"Fashion-MNIST is not on this machine: installing Debian's {DEBIAN_PACKAGE}.")
+        print(f"Fashion-MNIST is not on this machine: installing Debian's {DEBIAN_PACKAGE} (about 30 MB; "
+              f"each apt step gives up after {APT_TIMEOUT_S} s).")
         found = find_copy() if install_debian_package(prefix) else None
     if found is None:
         target = data_roots()[0]
