@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable
 from contextlib import contextmanager
 
@@ -49,6 +50,37 @@ def check_exercise(name: str, attempt, check: Callable, hint: str = ""):
     print(f"The notebook goes on with the reference solution. To see it, run these two lines in a new cell:\n"
           f'    from helpers import show_solution\n    show_solution("{name}")')
     return solution
+
+
+def check_answer(question: str, answer, expected, hint: str = "", *, why: str = "",
+                 tolerance: float = 0.0) -> bool | None:
+    """Say PASS, FAIL (with a hint, never the answer) or NOT ATTEMPTED for a quiz answer.
+
+    Returns True, False, or None when there is no answer yet. Lists compare as tuples, text without
+    regard to case or surrounding spaces, numbers within `tolerance` (exactly by default).
+    """
+    if answer is None:
+        print(f"NOT ATTEMPTED: {question}. Write your answer in the cell above (it is None now), run that cell, "
+              "then this one.")
+        return None
+    if _same_answer(answer, expected, tolerance):
+        print(f"PASS: {question}. {why}".rstrip())
+        return True
+    print(f"FAIL: {question}: {answer!r} is not it. {hint}".rstrip())
+    return False
+
+
+def _same_answer(answer, expected, tolerance: float) -> bool:
+    if isinstance(expected, (list, tuple)):
+        return isinstance(answer, (list, tuple)) and len(answer) == len(expected) and all(
+            _same_answer(a, e, tolerance) for a, e in zip(answer, expected))
+    if isinstance(expected, str):
+        return isinstance(answer, str) and answer.strip().lower() == expected.strip().lower()
+    if isinstance(expected, bool) or isinstance(answer, bool):
+        return answer is expected
+    if isinstance(expected, numbers.Number) and isinstance(answer, numbers.Number):
+        return abs(answer - expected) <= tolerance
+    return answer == expected
 
 
 def show_solution(name: str) -> None:

@@ -4,7 +4,7 @@ import inspect
 
 import pytest
 
-from helpers import ModelMismatchError, check_exercise, expect_error, show_solution, solutions
+from helpers import ModelMismatchError, check_answer, check_exercise, expect_error, show_solution, solutions
 
 
 class Attempt:
@@ -82,3 +82,31 @@ def test_expect_error_lets_other_errors_through():
     with pytest.raises(KeyError):
         with expect_error(ValueError):
             raise KeyError("other")
+
+
+@pytest.mark.parametrize(("answer", "expected", "result"), [
+    ((256, 6, 6), (256, 6, 6), True), ([256, 6, 6], (256, 6, 6), True), ((256, 6), (256, 6, 6), False),
+    (" Dropout ", "dropout", True), ("Dropout2d", "Dropout", False), (1_729_850, 1_729_850, True),
+    (1_729_851, 1_729_850, False), ("1729850", 1_729_850, False), (True, 1, False), (0.5, 0.5004, False),
+])
+def test_check_answer_compares_like_a_student_would_expect(capsys, answer, expected, result):
+    assert check_answer("Q", answer, expected, hint="Count again.") is result
+    output = capsys.readouterr().out
+    assert output.startswith("PASS: Q" if result else "FAIL: Q")
+
+
+def test_check_answer_never_prints_the_expected_answer_on_a_miss(capsys):
+    assert check_answer("Parameters of ResNet-110", 1_000_000, 1_729_850, hint="Count stage by stage.") is False
+    output = capsys.readouterr().out
+    assert "1729850" not in output.replace(",", "").replace("_", "") and "Count stage by stage." in output
+    assert "off" not in output  # not even how far off it is
+
+
+def test_check_answer_without_an_answer_says_not_attempted(capsys):
+    assert check_answer("Q", None, 3, hint="h") is None
+    assert capsys.readouterr().out.startswith("NOT ATTEMPTED: Q.")
+
+
+def test_check_answer_with_a_tolerance_and_an_explanation(capsys):
+    assert check_answer("Ratio", 3.71, 3.7, tolerance=0.05, why="The classifier costs the same.") is True
+    assert capsys.readouterr().out == "PASS: Ratio. The classifier costs the same.\n"
