@@ -46,7 +46,7 @@ from .loaders import (
 )
 from .plotting import plot_accuracy, plot_confusion_matrix, plot_training_loss, show_examples
 from .reproducibility import set_all_seeds, set_deterministic
-from .summary import count_flops, count_parameters, layer_summary
+from .summary import count_multiply_adds, count_parameters, layer_summary
 from .training import History, NonFiniteLossError, train_model
 
 __all__ = [
@@ -58,7 +58,7 @@ __all__ = [
     "CheckpointError", "DatasetUnavailableError", "DeviceLoader", "History", "ImageData", "ImageRecipe",
     "dataset_dir", "describe_hardware",
     "NonFiniteLossError", "checkpoint_dir", "compute_accuracy", "compute_channel_stats",
-    "compute_confusion_matrix", "count_flops", "count_parameters", "draw_residual_block", "evaluate",
+    "compute_confusion_matrix", "count_multiply_adds", "count_parameters", "draw_residual_block", "evaluate",
     "get_dataloaders", "get_dataloaders_cifar10", "get_dataloaders_fashion_mnist", "get_dataloaders_mnist",
     "get_device", "in_colab", "is_smoke_test", "layer_summary", "load_dataset", "plot_accuracy",
     "plot_confusion_matrix", "plot_training_loss", "print_run_mode", "run_checkpoint_path",

@@ -30,8 +30,9 @@ import torch
 from .loaders import data_signature
 from .scheduling import scheduler_settings
 
-# Version 2 added the full run signature; a file of another version is refused, never rewritten.
-CHECKPOINT_FORMAT = 2
+# Version 2 added the full run signature, 3 the images per epoch and the augmentation in the history.
+# A file of another version is refused, never rewritten.
+CHECKPOINT_FORMAT = 3
 CHECKPOINT_PARTS = ("signature", "model", "optimizer", "scheduler", "scaler", "history", "best_model", "rng",
                     "test_data")
 

@@ -442,6 +442,22 @@ def data_signature(loader) -> dict:
             "num_images": _length(dataset), "batch_size": getattr(loader, "batch_size", None)}
 
 
+def is_augmented(loader) -> bool | None:
+    """Whether a loader serves randomly cropped or flipped images: True, False, or None when it cannot tell."""
+    if isinstance(loader, DeviceLoader):
+        return bool(loader.train) and _recipe_augments(loader.recipe, loader.images.shape[-1])
+    dataset = getattr(loader, "dataset", None)
+    if not isinstance(dataset, ImageTensorDataset):
+        return None
+    if dataset.recipe is None:  # a custom transform: torchvision's random steps are all named Random...
+        return "Random" in repr(dataset.transform)
+    return bool(dataset.train) and _recipe_augments(dataset.recipe, dataset.recipe.resize or dataset.images.shape[2])
+
+
+def _recipe_augments(recipe: ImageRecipe, image_size: int) -> bool:
+    return recipe.hflip or (recipe.crop is not None and recipe.crop < image_size)
+
+
 def _plain_recipe(recipe: ImageRecipe) -> dict:
     """The recipe as JSON reads it back: lists, not tuples, so that a saved signature compares equal."""
     return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(recipe).items()}

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+from torch import nn
 
 from .evaluation import eval_mode
 
@@ -57,16 +58,31 @@ def _print_rows(rows: list[LayerRow], input_shape, total: int) -> None:
     print(f"{'Total parameters':<{width}}  {'':<18} {total:>12,}")
 
 
-def count_flops(model: torch.nn.Module, input_shape) -> int:
-    """Floating-point operations of one forward pass on one image of input_shape (C, H, W).
+def count_multiply_adds(model: torch.nn.Module, input_shape) -> int:
+    """Multiply-adds of the convolutions and linear layers in one forward pass of one image of input_shape.
 
-    Counted by torch's FlopCounterMode: a multiply-add counts as two operations.
+    Each output value of a convolution costs one multiply-add per weight it reads (input channels per
+    group x kernel height x kernel width); each output of a linear layer one per input feature. Biases,
+    BatchNorm, activations, pooling and additions are not counted. Works on the meta device too.
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    total = 0
 
-    with eval_mode(model), FlopCounterMode(display=False) as counter:
-        model(_one_blank_image(model, input_shape))
-    return counter.get_total_flops()
+    def count(module, _inputs, output):
+        nonlocal total
+        if isinstance(module, nn.Linear):
+            total += output.numel() * module.in_features
+        else:  # a convolution: its weight is (out channels, in channels per group, *kernel)
+            total += output.numel() * module.weight[0].numel()
+
+    layers = [m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))]
+    handles = [layer.register_forward_hook(count) for layer in layers]
+    try:
+        with eval_mode(model):
+            model(_one_blank_image(model, input_shape))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return total
 
 
 def _one_blank_image(model: torch.nn.Module, input_shape) -> torch.Tensor:

@@ -28,7 +28,7 @@ from .checkpoint import (
 )
 from .environment import get_device
 from .evaluation import Precision, eval_mode, evaluate
-from .loaders import check_count, class_names, data_signature, sample_images
+from .loaders import check_count, class_names, data_signature, is_augmented, sample_images
 from .scheduling import check_scheduler, current_lrs, step_scheduler, steps_every_batch
 
 # A cross-entropy loss this large means logits millions apart: the run has diverged, NaN or not.
@@ -52,7 +52,9 @@ class History:
     valid_acc: list[float] = field(default_factory=list)
     learning_rates: list[float] = field(default_factory=list)
     epoch_times: list[float] = field(default_factory=list)
+    train_images: list[int] = field(default_factory=list)  # images trained on in each epoch
     iter_per_epoch: int = 0
+    augmented: bool | None = None  # were the training batches randomly cropped or flipped (None: unknown)
     best_epoch: int = 0
     test_acc: float | None = None
 
@@ -215,7 +217,7 @@ class _Run:
         # Only a checkpoint needs the signature, and it reads the source of the model's own classes.
         self.signature = None if self.path is None else run_signature(
             model, optimizer, scheduler, self.train_loader, self.valid_loader, settings.loss_fn)
-        self.history = History(iter_per_epoch=len(self.train_loader))
+        self.history = History(iter_per_epoch=len(self.train_loader), augmented=is_augmented(self.train_loader))
         self.best_state = None
         self.tested_on = None  # the test data's signature when history.test_acc was measured
         self.stage = "before training started"  # where a Ctrl-C would stop it, for its message
@@ -270,7 +272,7 @@ class _Run:
     def _train_epoch(self, step_model, epoch: int) -> None:
         start = time.perf_counter()
         lr = current_lrs(self.optimizer)[0]
-        losses, train_acc = self._fit(step_model, epoch, lr)
+        losses, train_acc, train_images = self._fit(step_model, epoch, lr)
         bad = non_finite_tensors(self.model)
         if bad:
             raise self._diverged(f"After epoch {epoch} (learning rate {lr:g}) these weights or buffers are NaN "
@@ -285,7 +287,7 @@ class _Run:
         self._record_epoch({
             "batch_losses": losses, "train_loss": sum(losses) / len(losses), "train_acc": train_acc,
             "valid_loss": valid_loss, "valid_acc": valid_acc, "learning_rates": lr,
-            "epoch_times": time.perf_counter() - start,
+            "epoch_times": time.perf_counter() - start, "train_images": train_images,
         })
         self._save()
         print(f"Epoch {epoch:03d}/{self.settings.num_epochs:03d} | loss {self.history.train_loss[-1]:.4f} | "
@@ -294,8 +296,10 @@ class _Run:
         if new_lr != lr and not steps_every_batch(self.scheduler):
             print(f"Learning rate {lr:g} -> {new_lr:g}")
 
-    def _fit(self, step_model, epoch: int, lr: float) -> tuple[list[float], float]:
-        """One pass of optimisation. Losses and hits stay on the device until a logging point."""
+    def _fit(self, step_model, epoch: int, lr: float) -> tuple[list[float], float, int]:
+        """One pass of optimisation: (batch losses, running accuracy, images trained on).
+
+        Losses and hits stay on the device until a logging point."""
         settings = self.settings
         batch_scheduler = self.scheduler if steps_every_batch(self.scheduler) else None
         self.model.train()
@@ -315,7 +319,7 @@ class _Run:
                 losses.extend(self._checked_losses(pending, epoch, batch, lr))  # the one sync point
                 pending = []
                 progress.set_postfix(loss=f"{losses[-1]:.4f}")
-        return losses, 100.0 * correct.item() / seen
+        return losses, 100.0 * correct.item() / seen, seen
 
     def _step(self, step_model, features, targets) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward, backward and one optimizer step, in the run's precision; returns (loss, logits)."""

@@ -19,6 +19,7 @@ from helpers.loaders import (
     compute_channel_stats,
     data_signature,
     get_dataloaders,
+    is_augmented,
     resize_images,
     unnormalize,
 )
@@ -40,6 +41,27 @@ def test_loaders_give_cifar_shaped_batches(pipeline, empty_data_dir):
         assert images.shape == (16, 3, 64, 64) and images.dtype == torch.float32
         assert labels.dtype == torch.int64 and labels.shape == (16,)
         assert -1.0 <= images.min() and images.max() <= 1.0
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+@pytest.mark.parametrize(("recipe", "augmented"), [
+    (ImageRecipe(), False), (ImageRecipe(resize=32), False), (ImageRecipe(resize=32, crop=32), False),
+    (ImageRecipe(resize=32, crop=28), True), (ImageRecipe(hflip=True), True)])
+def test_a_loader_says_whether_its_training_images_are_augmented(pipeline, recipe, augmented):
+    data = make_synthetic_data("mnist", num_train=40, num_test=8)
+    train_loader, valid_loader, test_loader = get_dataloaders("mnist", 8, recipe=recipe, data=data, pipeline=pipeline,
+                                                              num_workers=0, device="cpu")
+    assert is_augmented(train_loader) is augmented
+    assert is_augmented(valid_loader) is False and is_augmented(test_loader) is False
+
+
+def test_augmentation_of_custom_transforms_and_foreign_loaders():
+    data = make_synthetic_data("mnist", num_train=40, num_test=8)
+    flips = transforms.Compose([transforms.RandomHorizontalFlip(), transforms.ToTensor()])
+    train_loader, valid_loader, _ = get_dataloaders("mnist", 8, data=data, pipeline="classic", num_workers=0,
+                                                    train_transforms=flips, test_transforms=transforms.ToTensor())
+    assert is_augmented(train_loader) is True and is_augmented(valid_loader) is False
+    assert is_augmented(DataLoader(TensorDataset(torch.zeros(4, 1, 2, 2), torch.zeros(4)))) is None
 
 
 def test_mnist_default_recipe_scales_to_unit_range(empty_data_dir):

@@ -13,7 +13,15 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import CheckpointError, NonFiniteLossError, compute_accuracy, set_all_seeds, set_deterministic, train_model
+from helpers import (
+    CheckpointError,
+    ImageRecipe,
+    NonFiniteLossError,
+    compute_accuracy,
+    set_all_seeds,
+    set_deterministic,
+    train_model,
+)
 from helpers.checkpoint import load_checkpoint, save_checkpoint
 from tests.support import TinyNet, tiny_loaders, tiny_model
 
@@ -56,6 +64,14 @@ def test_history_has_one_entry_per_epoch_and_batch():
                    history.learning_rates, history.epoch_times):
         assert len(values) == 3
     assert history.test_acc is not None and 0 <= history.test_acc <= 100
+
+
+def test_history_counts_the_images_trained_on_and_whether_they_were_augmented():
+    # 250 images in batches of 32 with drop_last: 7 full batches, 224 images, not 250 and not 8 x 32.
+    _, history = run(num_epochs=2, loaders=tiny_loaders(num_train=250))
+    assert history.train_images == [224, 224] and history.augmented is False
+    _, cropped = run(num_epochs=1, loaders=tiny_loaders(recipe=ImageRecipe(resize=32, crop=28)))
+    assert cropped.augmented is True and cropped.train_images == [256]
 
 
 def test_training_learns_the_synthetic_classes():
