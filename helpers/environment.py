@@ -105,15 +105,18 @@ def _say_drive_is_colab_only(use_google_drive: bool) -> None:
         print("USE_GOOGLE_DRIVE = True works on Google Colab only; here the local folders are used.")
 
 
-def checkpoint_dir(use_google_drive: bool = False) -> Path:
+def checkpoint_dir(use_google_drive: bool = False, smoke_test: bool | None = None) -> Path:
     """The folder for checkpoints.
 
-    Smoke runs get a fresh temporary folder, so a quick test never resumes from, or overwrites,
-    a real run. On Colab, use_google_drive=True mounts Google Drive so that checkpoints outlive
-    a disconnected runtime.
+    Smoke runs (smoke_test=True; by default the SMOKE_TEST setting) get a fresh temporary folder, and
+    say so, so that a quick test never resumes from, or overwrites, a real run. On Colab,
+    use_google_drive=True mounts Google Drive so that checkpoints outlive a disconnected runtime.
     """
-    if is_smoke_test():
-        return Path(tempfile.mkdtemp(prefix="smoke-checkpoints-"))
+    if is_smoke_test() if smoke_test is None else smoke_test:
+        folder = Path(tempfile.mkdtemp(prefix="smoke-checkpoints-"))
+        print(f"Smoke mode: checkpoints go to a fresh temporary folder, {folder}, so that this quick run neither "
+              "resumes nor overwrites a real one.")
+        return folder
     if use_google_drive and in_colab():
         folder = google_drive_folder("checkpoints")
     else:

@@ -181,3 +181,18 @@ def test_this_machine_is_described():
 def test_describe_hardware_is_exported():
     assert helpers.describe_hardware is environment.describe_hardware
     assert helpers.dataset_dir is environment.dataset_dir
+
+
+@pytest.mark.parametrize("setting", ["argument", "environment"])
+def test_smoke_mode_checkpoints_go_to_a_fresh_folder_and_say_so(setting, monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1" if setting == "environment" else "0")
+    folder = environment.checkpoint_dir(smoke_test=True if setting == "argument" else None)
+    other = environment.checkpoint_dir(smoke_test=True if setting == "argument" else None)
+    assert folder != other and folder.is_dir() and not any(folder.iterdir())
+    assert f"Smoke mode: checkpoints go to a fresh temporary folder, {folder}" in capsys.readouterr().out
+
+
+def test_an_explicit_full_run_uses_the_checkpoint_folder_whatever_the_environment(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    folder = environment.checkpoint_dir(smoke_test=False)
+    assert folder.name == "checkpoints" and "Smoke mode" not in capsys.readouterr().out
