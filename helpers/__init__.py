@@ -13,6 +13,7 @@ from .comparison import (
     with_running_stats,
 )
 from .datasets import DatasetUnavailableError, ImageData, load_dataset
+from .device_pipeline import DeviceLoader
 from .diagrams import draw_residual_block
 from .environment import (
     checkpoint_dir,
@@ -34,20 +35,13 @@ from .explain import (
     show_grad_cam,
 )
 from .gradcam import grad_cam
-from .loaders import (
-    DeviceLoader,
-    ImageRecipe,
-    compute_channel_stats,
-    get_dataloaders,
-    get_dataloaders_cifar10,
-    get_dataloaders_fashion_mnist,
-    get_dataloaders_mnist,
-    unnormalize,
-)
+from .history import History
+from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist
 from .plotting import plot_accuracy, plot_confusion_matrix, plot_training_loss, show_examples
+from .recipe import ImageRecipe, compute_channel_stats, unnormalize
 from .reproducibility import set_all_seeds, set_deterministic
 from .summary import count_multiply_adds, count_parameters, layer_summary
-from .training import History, NonFiniteLossError, train_model
+from .training import NonFiniteLossError, train_model
 
 __all__ = [
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",

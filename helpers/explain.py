@@ -17,6 +17,7 @@ from . import loaders
 from .evaluation import eval_mode, model_device
 from .gradcam import find_layer, forward_hook, grad_cam, require_convolution
 from .plotting import draw_image, loader_mean_std
+from .recipe import unnormalize
 
 
 class ConfusedPair(NamedTuple):
@@ -66,7 +67,7 @@ def check_num_examples(num_examples: int) -> None:
 
 def display_images(images: torch.Tensor, mean, std) -> np.ndarray:
     """Normalised images (N, C, H, W) as pictures (N, H, W, C) in [0, 1]."""
-    return loaders.unnormalize(images.detach().float().cpu(), mean, std).permute(0, 2, 3, 1).numpy()
+    return unnormalize(images.detach().float().cpu(), mean, std).permute(0, 2, 3, 1).numpy()
 
 
 def confident_mistakes(model: nn.Module, loader, num_examples: int):

@@ -1,352 +1,54 @@
-"""Feeding the training device: the image recipe, the two pipelines, and what a loader can tell about itself.
+"""The public loaders, and what any loader can tell about itself.
 
-Two pipelines give the same augmentation:
+Two pipelines give the same augmentation (see device_pipeline.py and classic_pipeline.py):
 
 - "device" (the default): images are decoded once into a uint8 tensor and resized once; each batch
-  is then cropped, flipped and normalised on the training device. No per-image PIL work per epoch.
+  is then cropped, flipped and normalised on the training device.
 - "classic": torchvision transforms on PIL images in DataLoader workers, as the course did.
 
-Both serve (images, labels) batches and answer len(loader), len(loader.dataset) and loader.batch_size.
+Both serve (images, labels) batches and answer len(loader), loader.dataset, loader.batch_size,
+loader.classes, loader.recipe, loader.images, loader.num_images, loader.augmented and loader.synthetic.
 """
 
 from __future__ import annotations
 
-import hashlib
-import math
-import numbers
-import re
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+import inspect
 
 import torch
-import torch.nn.functional as F
-from PIL import Image
-from torch.utils.data import DataLoader, Dataset
-from torchvision import transforms
+from torch.utils.data import Subset, TensorDataset
 
+from .checks import check_batch_size
+from .classic_pipeline import classic_loaders
 from .datasets import ImageData, load_dataset, split_indices
-from .environment import get_device
+from .device_pipeline import device_loaders
+from .fingerprint import tensors_hash
+from .recipe import ImageRecipe
 
-# --------------------------------------------------------------------------- the recipe
-
-
-@dataclass(frozen=True)
-class ImageRecipe:
-    """How images are prepared: resize, crop (random for training, centred otherwise), normalise."""
-
-    resize: int | None = None
-    crop: int | None = None
-    mean: tuple[float, ...] | None = None
-    std: tuple[float, ...] | None = None
-    hflip: bool = False
-
-    def __post_init__(self):
-        # Checked here, so that a wrong recipe fails where it is written, not in the middle of an epoch.
-        for name in ("resize", "crop"):
-            object.__setattr__(self, name, _pixel_size(name, getattr(self, name)))
-        if (self.mean is None) != (self.std is None):
-            given, missing = ("mean", "std") if self.std is None else ("std", "mean")
-            raise ValueError(f"ImageRecipe got {given} without {missing}: normalising needs both "
-                             f"(e.g. mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5)), or neither.")
-        if self.mean is not None:
-            mean, std = _per_channel("mean", self.mean), _per_channel("std", self.std)
-            if len(mean) != len(std):
-                raise ValueError(f"ImageRecipe has {len(mean)} mean values but {len(std)} std values: "
-                                 "give one of each per channel.")
-            if min(std) <= 0:
-                raise ValueError(f"ImageRecipe std must be positive, since images are divided by it (got {std}).")
-            object.__setattr__(self, "mean", mean)
-            object.__setattr__(self, "std", std)
-        if self.resize is not None and self.crop is not None and self.crop > self.resize:
-            raise ValueError(f"ImageRecipe cannot crop {self.crop}x{self.crop} from images resized to "
-                             f"{self.resize}x{self.resize}: choose crop <= resize, e.g. resize=70, crop=64.")
-
-    def check_channels(self, channels: int) -> None:
-        """Raise a clear error when mean and std do not fit images with this many channels."""
-        if self.mean is not None and len(self.mean) not in (1, channels):
-            raise ValueError(
-                f"ImageRecipe has {len(self.mean)} mean and std values, but the images have {channels} "
-                f"channel(s): give one value per channel, e.g. mean={(0.5,) * channels}, std={(0.5,) * channels}."
-            )
-
-    def train_transforms(self) -> transforms.Compose:
-        """The classic torchvision transforms for training images."""
-        steps = self._resize_steps()
-        if self.crop is not None:
-            steps.append(transforms.RandomCrop(self.crop))
-        if self.hflip:
-            steps.append(transforms.RandomHorizontalFlip())
-        return transforms.Compose(steps + self._tensor_steps())
-
-    def test_transforms(self) -> transforms.Compose:
-        """The classic torchvision transforms for validation and test images."""
-        steps = self._resize_steps()
-        if self.crop is not None:
-            steps.append(transforms.CenterCrop(self.crop))
-        return transforms.Compose(steps + self._tensor_steps())
-
-    def _resize_steps(self) -> list:
-        return [] if self.resize is None else [transforms.Resize((self.resize, self.resize))]
-
-    def _tensor_steps(self) -> list:
-        steps = [transforms.ToTensor()]
-        if self.mean is not None:
-            steps.append(transforms.Normalize(self.mean, self.std))
-        return steps
-
-
-def _pixel_size(name: str, value) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"ImageRecipe {name} must be a whole number of pixels, e.g. {name}=64 (got {value!r}).")
-    if value < 1:
-        raise ValueError(f"ImageRecipe {name} must be at least 1 pixel (got {value}).")
-    return int(value)
-
-
-def _per_channel(name: str, values) -> tuple[float, ...]:
-    if isinstance(values, (numbers.Number, str)):
-        raise ValueError(f"ImageRecipe {name} lists one value per channel, e.g. {name}=(0.5, 0.5, 0.5) "
-                         f"or {name}=(0.5,) (got {values!r}).")
-    values = tuple(float(value) for value in values)
-    if not values or not all(math.isfinite(value) for value in values):
-        raise ValueError(f"ImageRecipe {name} needs one finite number per channel (got {values}).")
-    return values
-
-
-def unnormalize(images: torch.Tensor, mean: Sequence[float] | None, std: Sequence[float] | None) -> torch.Tensor:
-    """Undo Normalize(mean, std): a new tensor in [0, 1]; the input is left untouched."""
-    if mean is None:
-        return images.clamp(0, 1)
-    shape = (-1, 1, 1)
-    mean_t = torch.as_tensor(mean, dtype=images.dtype, device=images.device).view(shape)
-    std_t = torch.as_tensor(std, dtype=images.dtype, device=images.device).view(shape)
-    return (images * std_t + mean_t).clamp(0, 1)
-
-
-def check_batch_size(batch_size) -> int:
-    """batch_size as an int (numpy integers welcome), or a clear error."""
-    return check_count("batch_size", batch_size, example=64)
-
-
-def check_count(name: str, value, example: int) -> int:
-    """A count such as batch_size or num_epochs as an int (numpy integers welcome), or a clear error."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be a whole number of at least 1, e.g. {example} "
-                        f"(got {value!r}, a {type(value).__name__}).")
-    if value < 1:
-        raise ValueError(f"{name} must be a whole number of at least 1 (got {value}).")
-    return int(value)
-
-
-def content_hash(images: torch.Tensor, labels: torch.Tensor, chunk_size: int = 4096) -> str:
-    """SHA-256 of images and labels, as stored: the identity of a split's data, on any device."""
-    digest = hashlib.sha256(f"{images.dtype} {tuple(images.shape)} {len(labels)}".encode())
-    for chunk in images.split(chunk_size):
-        digest.update(chunk.detach().contiguous().cpu().numpy())  # a chunk of a contiguous tensor: no copy on the CPU
-    digest.update(labels.detach().to("cpu", torch.int64).contiguous().numpy())
-    return digest.hexdigest()
-
-
-# --------------------------------------------------------------------------- the device pipeline
-
-
-def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> torch.Tensor:
-    """Resize uint8 images (N, C, H, W) to size x size once, bilinear with antialiasing like PIL."""
-    resized = torch.empty((len(images), images.shape[1], size, size), dtype=torch.uint8)
-    for start in range(0, len(images), chunk_size):
-        chunk = images[start:start + chunk_size].float()
-        out = F.interpolate(chunk, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-        resized[start:start + chunk_size] = out.round_().clamp_(0, 255).to(torch.uint8)
-    return resized
-
-
-class DeviceLoader:
-    """Batches from uint8 images that already sit on the device; cropping and normalising happen there.
-
-    Yields (images, labels) like a DataLoader, and like one has batch_size and a dataset. The
-    recipe's resize is applied once, here. Order, crops and flips come from torch's global random
-    generator, as a DataLoader's do, so that set_all_seeds() repeats them; pass seed= to give the
-    loader a generator of its own.
-    """
-
-    def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
-                 shuffle=False, drop_last=False, seed: int | None = None, device=None, name: str | None = None):
-        self.batch_size = check_batch_size(batch_size)
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image.")
-        recipe.check_channels(images.shape[1])
-        # Hashed as given, before the resize: the same data gives the same hash on every machine.
-        self.content_hash = content_hash(images, labels)
-        if recipe.resize is not None and tuple(images.shape[-2:]) != (recipe.resize, recipe.resize):
-            images = resize_images(images, recipe.resize)
-        if recipe.crop is not None and min(images.shape[-2:]) < recipe.crop:
-            raise ValueError(f"Images of {images.shape[-2]}x{images.shape[-1]} pixels cannot be cropped to "
-                             f"{recipe.crop}x{recipe.crop}: resize them first, e.g. ImageRecipe(resize=70, crop=64).")
-        self.device = get_device(device)
-        self.images = images.to(self.device)
-        self.labels = labels.to(self.device)
-        self.recipe = recipe
-        self.classes = tuple(classes)
-        self.name = name
-        self.train, self.shuffle, self.drop_last = train, shuffle, drop_last
-        # Draws happen on the CPU, so a run repeats whatever the device.
-        self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
-        self._scale, self._shift = _normalisation(recipe, self.device)
-        self.dataset = DeviceDataset(self)
-
-    @property
-    def num_images(self) -> int:
-        return len(self.labels)
-
-    def __len__(self) -> int:
-        full, rest = divmod(self.num_images, self.batch_size)
-        # drop_last drops a partial batch only when a full one exists: an epoch is never empty.
-        return full if rest == 0 or (self.drop_last and full > 0) else full + 1
-
-    def __iter__(self):
-        # All of an epoch's random draws happen here, on the CPU, and cross to the device in one
-        # copy: a copy per batch would make the host wait for the GPU at every step.
-        order = torch.randperm(self.num_images, generator=self.generator) if self.shuffle else None
-        plan = self._draw_augmentation(self.num_images)
-        order = order.to(self.device) if order is not None else torch.arange(self.num_images, device=self.device)
-        for batch in range(len(self)):
-            window = slice(batch * self.batch_size, (batch + 1) * self.batch_size)
-            index = order[window]
-            augmentation = {key: values[window] for key, values in plan.items()}
-            yield self.prepare(self.images, augmentation, index), self.labels[index]
-
-    def prepare(self, images: torch.Tensor, augmentation: dict | None = None,
-                index: torch.Tensor | None = None) -> torch.Tensor:
-        """Crop, flip and normalise uint8 images (those at `index`, if given) into a float batch.
-
-        Training loaders draw random crop offsets and flips unless `augmentation` brings them.
-        """
-        if index is None:
-            index = torch.arange(len(images), device=images.device)
-        if augmentation is None:
-            augmentation = self._draw_augmentation(len(index))
-        crop = self.recipe.crop
-        if "top" in augmentation:
-            images = _crop_at(images, index, crop, augmentation["top"], augmentation["left"])
-        else:
-            # Crop the view first, so that only the kept pixels are copied.
-            images = (images if crop is None else _center_crop(images, crop)).index_select(0, index)
-        if "flip" in augmentation:
-            images = torch.where(augmentation["flip"][:, None, None, None], images.flip(-1), images)
-        if self._scale is None:
-            return images.float().div_(255)  # exactly ToTensor()
-        # Normalize((x / 255 - mean) / std) as one multiply and one add.
-        return images.float().mul_(self._scale).add_(self._shift)
-
-    def _draw_augmentation(self, count: int) -> dict[str, torch.Tensor]:
-        """Random crop offsets (uniform over every valid position, as RandomCrop) and flips."""
-        if not self.train:
-            return {}
-        plan = {}
-        crop = self.recipe.crop
-        if crop is not None:
-            height, width = self.images.shape[-2:]
-            plan["top"] = torch.randint(0, height - crop + 1, (count,), generator=self.generator)
-            plan["left"] = torch.randint(0, width - crop + 1, (count,), generator=self.generator)
-        if self.recipe.hflip:
-            plan["flip"] = torch.rand(count, generator=self.generator) < 0.5
-        return {key: values.to(self.device) for key, values in plan.items()}
-
-
-class DeviceDataset(Dataset):
-    """A DeviceLoader's `dataset`: its images one by one, prepared as its batches are, like a torch Dataset."""
-
-    def __init__(self, loader: DeviceLoader):
-        self.loader = loader
-
-    @property
-    def classes(self) -> tuple[str, ...]:
-        return self.loader.classes
-
-    @property
-    def targets(self) -> torch.Tensor:
-        return self.loader.labels
-
-    def __len__(self) -> int:
-        return self.loader.num_images
-
-    def __getitem__(self, index: int):
-        if not -len(self) <= index < len(self):
-            raise IndexError(f"index {index} is out of range for {len(self)} images")
-        position = torch.tensor([index % len(self)], device=self.loader.device)
-        return self.loader.prepare(self.loader.images, index=position)[0], int(self.loader.labels[position])
-
-
-def _crop_at(images, index, crop: int, top, left) -> torch.Tensor:
-    """Cut from each image at `index` a crop x crop window at its own offset, in one gather."""
-    # A view of every window at every offset, (N, C, rows, columns, crop, crop): nothing is copied
-    # until each chosen image gives up its own window.
-    windows = images.unfold(2, crop, 1).unfold(3, crop, 1)
-    return windows[index, :, top, left]
-
-
-def _center_crop(images: torch.Tensor, crop: int) -> torch.Tensor:
-    height, width = images.shape[-2:]
-    top, left = int(round((height - crop) / 2.0)), int(round((width - crop) / 2.0))
-    return images[..., top:top + crop, left:left + crop]
-
-
-def _normalisation(recipe: ImageRecipe, device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-    """(scale, shift) with x * scale + shift == (x / 255 - mean) / std, or (None, None) without a mean."""
-    if recipe.mean is None:
-        return None, None
-    mean = torch.tensor(recipe.mean, dtype=torch.float64).view(1, -1, 1, 1)
-    std = torch.tensor(recipe.std, dtype=torch.float64).view(1, -1, 1, 1)
-    return (1 / (255 * std)).float().to(device), (-mean / std).float().to(device)
-
-
-# --------------------------------------------------------------------------- the classic pipeline
-
-
-class ImageTensorDataset(Dataset):
-    """uint8 images served one by one as PIL images through torchvision transforms, as torchvision does.
-
-    `recipe` and `train` record where the transform came from, when it came from an ImageRecipe.
-    """
-
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, transform=None, *,
-                 name: str | None = None, recipe: ImageRecipe | None = None, train: bool = False):
-        self.content_hash = content_hash(images, labels)
-        self.images = images.permute(0, 2, 3, 1).numpy()  # HWC, what PIL expects
-        self.labels = labels.tolist()
-        self.classes = tuple(classes)
-        self.transform = transform
-        self.name, self.recipe, self.train = name, recipe, train
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, index: int):
-        image = self.images[index]
-        image = Image.fromarray(image[:, :, 0], mode="L") if image.shape[2] == 1 else Image.fromarray(image)
-        if self.transform is not None:
-            image = self.transform(image)
-        return image, self.labels[index]
-
-
-# --------------------------------------------------------------------------- the public loaders
+PIPELINES = ("device", "classic")
 
 
 def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = None,
-                    validation_fraction: float = 0.1, pipeline: str = "device", device=None,
-                    train_transforms=None, test_transforms=None, num_workers: int = 2,
-                    data_dir=None, download: bool = True, seed: int = 123,
-                    smoke_test: bool | None = None, data: ImageData | None = None):
+                    validation_fraction: float = 0.1, seed: int = 123, pipeline: str = "device", device=None,
+                    data_dir=None, download: bool = True, smoke_test: bool | None = None,
+                    data: ImageData | None = None, train_transforms=None, test_transforms=None,
+                    num_workers: int = 2):
     """(train_loader, valid_loader, test_loader) for a dataset; validation uses the test transforms.
 
-    `seed` fixes the validation split. The training order and crops follow torch's global random
-    state, as a DataLoader's do: set_all_seeds() before training repeats them. `data` serves images
-    already in memory (used as given, also in smoke mode) instead of loading the dataset `name`.
+    recipe: how images are resized, cropped, flipped and normalised (ImageRecipe; default: as stored).
+    validation_fraction, seed: the share of training images held out for validation, and the seed that
+        picks them. The training order and crops follow torch's global random state, as a DataLoader's
+        do: set_all_seeds() before training repeats them.
+    pipeline: "device" (resize once, augment batches on the training device) or "classic" (torchvision
+        transforms per image in DataLoader workers, as the course did); device: where the device
+        pipeline keeps the images (default: get_device()).
+    data_dir, download, smoke_test: where the dataset lives, whether to download it, and whether to
+        keep only a small subset (default: the SMOKE_TEST environment variable); see load_dataset.
+    data: images already in memory (an ImageData) to serve instead of loading `name`, used as given.
+    train_transforms, test_transforms, num_workers: the classic pipeline's own transforms (instead of
+        the recipe's) and worker processes.
     """
     batch_size = check_batch_size(batch_size)
-    if pipeline not in ("device", "classic"):
+    if pipeline not in PIPELINES:
         raise ValueError(f"pipeline must be 'device' or 'classic' (got {pipeline!r}).")
     if pipeline == "device" and (train_transforms is not None or test_transforms is not None):
         raise ValueError("Custom torchvision transforms need pipeline='classic'; the device "
@@ -362,51 +64,27 @@ def get_dataloaders(name: str, batch_size: int, *, recipe: ImageRecipe | None = 
         "test": (data.test_images, data.test_labels),
     }
     if pipeline == "classic":
-        return _classic_loaders(name, splits, data.classes, batch_size, recipe, train_transforms,
-                                test_transforms, num_workers, device)
-    return _device_loaders(name, splits, data.classes, batch_size, recipe, device)
+        return classic_loaders(name, splits, data.classes, batch_size, recipe, train_transforms,
+                               test_transforms, num_workers, device, data.synthetic)
+    return device_loaders(name, splits, data.classes, batch_size, recipe, device, data.synthetic)
 
 
-def _device_loaders(name, splits, classes, batch_size, recipe, device):
-    loaders = []
-    for split, (images, labels) in splits.items():
-        train = split == "train"
-        loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train,
-                                    shuffle=train, drop_last=train, device=device, name=name))
-    return tuple(loaders)
+def _loaders_for(name: str, title: str):
+    """get_dataloaders for one dataset, with get_dataloaders's keyword arguments shown by help()."""
+    def loaders(batch_size: int, **options):
+        return get_dataloaders(name, batch_size, **options)
+
+    signature = inspect.signature(get_dataloaders)
+    loaders.__signature__ = signature.replace(parameters=[p for p in signature.parameters.values() if p.name != "name"])
+    loaders.__name__ = loaders.__qualname__ = f"get_dataloaders_{name}"
+    loaders.__doc__ = (f"{title} loaders: (train_loader, valid_loader, test_loader). "
+                       f"The options are get_dataloaders's: help(get_dataloaders) explains each.")
+    return loaders
 
 
-def _classic_loaders(name, splits, classes, batch_size, recipe, train_transforms, test_transforms,
-                     num_workers, device):
-    pin_memory = get_device(device).type == "cuda"
-    loaders = []
-    for split, (images, labels) in splits.items():
-        train = split == "train"
-        custom = train_transforms if train else test_transforms
-        transform = custom or (recipe.train_transforms() if train else recipe.test_transforms())
-        dataset = ImageTensorDataset(images, labels, classes, transform, name=name,
-                                     recipe=None if custom else recipe, train=train)
-        loaders.append(DataLoader(
-            dataset, batch_size=batch_size, shuffle=train, drop_last=train and len(dataset) >= batch_size,
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-        ))
-    return tuple(loaders)
-
-
-def get_dataloaders_mnist(batch_size: int, **options):
-    """MNIST loaders: (train_loader, valid_loader, test_loader). Options as in get_dataloaders."""
-    return get_dataloaders("mnist", batch_size, **options)
-
-
-def get_dataloaders_fashion_mnist(batch_size: int, **options):
-    """Fashion-MNIST loaders: (train_loader, valid_loader, test_loader)."""
-    return get_dataloaders("fashion_mnist", batch_size, **options)
-
-
-def get_dataloaders_cifar10(batch_size: int, **options):
-    """CIFAR-10 loaders: (train_loader, valid_loader, test_loader)."""
-    return get_dataloaders("cifar10", batch_size, **options)
+get_dataloaders_mnist = _loaders_for("mnist", "MNIST")
+get_dataloaders_fashion_mnist = _loaders_for("fashion_mnist", "Fashion-MNIST")
+get_dataloaders_cifar10 = _loaders_for("cifar10", "CIFAR-10")
 
 
 # --------------------------------------------------------------------------- what a loader tells
@@ -424,43 +102,25 @@ def data_signature(loader) -> dict:
     """Plain values that identify the data a loader serves: dataset, pipeline, content and recipe.
 
     Equal for the same images, labels, recipe and batch size; any other dataset, split or recipe
-    changes it. For a loader these helpers did not build: what can be said cheaply.
+    changes it. A loader these helpers did not build is described by what can be read from it: a
+    TensorDataset's content is hashed; other datasets' content is marked "not checked".
     """
-    if isinstance(loader, DeviceLoader):
-        return {"dataset": loader.name, "pipeline": "device", "num_images": loader.num_images,
-                "content": loader.content_hash, "recipe": _plain_recipe(loader.recipe), "augment": bool(loader.train),
-                "batch_size": loader.batch_size}
+    if hasattr(loader, "data_signature"):
+        return loader.data_signature()
     dataset = getattr(loader, "dataset", None)
-    if isinstance(dataset, ImageTensorDataset):
-        signature = {"dataset": dataset.name, "pipeline": "classic", "num_images": len(dataset),
-                     "content": dataset.content_hash, "batch_size": loader.batch_size}
-        if dataset.recipe is not None:
-            return {**signature, "recipe": _plain_recipe(dataset.recipe), "augment": bool(dataset.train)}
-        # A custom transform: its description, without the memory addresses that differ on every run.
-        return {**signature, "transform": re.sub(r" at 0x[0-9a-fA-F]+", "", repr(dataset.transform))}
     return {"loader": type(loader).__name__, "dataset": type(dataset).__name__ if dataset is not None else None,
-            "num_images": _length(dataset), "batch_size": getattr(loader, "batch_size", None)}
+            "num_images": _length(dataset), "batch_size": getattr(loader, "batch_size", None),
+            "order": type(getattr(loader, "sampler", None)).__name__, "drop_last": getattr(loader, "drop_last", None),
+            "num_workers": getattr(loader, "num_workers", None), "content": _content(dataset)}
 
 
-def is_augmented(loader) -> bool | None:
-    """Whether a loader serves randomly cropped or flipped images: True, False, or None when it cannot tell."""
-    if isinstance(loader, DeviceLoader):
-        return bool(loader.train) and _recipe_augments(loader.recipe, loader.images.shape[-1])
-    dataset = getattr(loader, "dataset", None)
-    if not isinstance(dataset, ImageTensorDataset):
-        return None
-    if dataset.recipe is None:  # a custom transform: torchvision's random steps are all named Random...
-        return "Random" in repr(dataset.transform)
-    return bool(dataset.train) and _recipe_augments(dataset.recipe, dataset.recipe.resize or dataset.images.shape[2])
-
-
-def _recipe_augments(recipe: ImageRecipe, image_size: int) -> bool:
-    return recipe.hflip or (recipe.crop is not None and recipe.crop < image_size)
-
-
-def _plain_recipe(recipe: ImageRecipe) -> dict:
-    """The recipe as JSON reads it back: lists, not tuples, so that a saved signature compares equal."""
-    return {key: list(value) if isinstance(value, tuple) else value for key, value in asdict(recipe).items()}
+def _content(dataset) -> str:
+    """A hash of a TensorDataset's tensors (or a Subset of one); else a note that the content is not checked."""
+    if isinstance(dataset, Subset) and isinstance(dataset.dataset, TensorDataset):
+        return tensors_hash([*dataset.dataset.tensors, torch.as_tensor(list(dataset.indices))])
+    if isinstance(dataset, TensorDataset):
+        return tensors_hash(dataset.tensors)
+    return f"not checked (a {type(dataset).__name__} is described by its length only)"
 
 
 def _length(dataset) -> int | None:
@@ -470,33 +130,20 @@ def _length(dataset) -> int | None:
         return None
 
 
+def is_augmented(loader) -> bool | None:
+    """Whether a loader serves randomly cropped or flipped images: True, False, or None when it cannot tell."""
+    return getattr(loader, "augmented", None)
+
+
 def sample_images(loader, count: int = 2) -> torch.Tensor:
     """A few prepared images from a loader, leaving every random state as it was (for checks)."""
     generator = getattr(loader, "generator", None)
-    state = generator.get_state() if generator is not None else None
+    state = generator.get_state() if isinstance(generator, torch.Generator) else None
     try:
         with torch.random.fork_rng(devices=[]):
-            if isinstance(loader, DeviceLoader):
-                return loader.prepare(loader.images[:count])
+            if hasattr(loader, "sample_images"):
+                return loader.sample_images(count)
             return torch.stack([loader.dataset[i][0] for i in range(min(count, len(loader.dataset)))])
     finally:
         if state is not None:
             generator.set_state(state)
-
-
-def compute_channel_stats(images: torch.Tensor, chunk_size: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Exact per-channel (mean, std) of uint8 images (N, C, H, W) scaled to [0, 1].
-
-    Sums run over every pixel in float64, chunk by chunk: no average of per-batch averages.
-    """
-    channels = images.shape[1]
-    total = torch.zeros(channels, dtype=torch.float64)
-    total_sq = torch.zeros(channels, dtype=torch.float64)
-    for start in range(0, len(images), chunk_size):
-        chunk = images[start:start + chunk_size].to("cpu", torch.float64).div_(255)
-        total += chunk.sum(dim=(0, 2, 3))
-        total_sq += chunk.square().sum(dim=(0, 2, 3))
-    count = images.numel() // channels
-    mean = total / count
-    std = (total_sq / count - mean.square()).clamp_min(0).sqrt()
-    return tuple(mean.tolist()), tuple(std.tolist())

@@ -10,6 +10,7 @@ from torchvision.transforms import Normalize, v2
 
 from . import loaders
 from .evaluation import eval_mode, model_device
+from .recipe import unnormalize
 
 
 def running_average(values, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -99,7 +100,7 @@ def show_examples(model, data_loader, mean=None, std=None, classes=None, num_exa
     features, targets = features[:num_examples], targets[:num_examples]
     with eval_mode(model):
         predicted = model(features.to(model_device(model))).argmax(1).cpu()
-    images = loaders.unnormalize(features.detach().float().cpu(), mean, std).permute(0, 2, 3, 1).numpy()
+    images = unnormalize(features.detach().float().cpu(), mean, std).permute(0, 2, 3, 1).numpy()
     columns = 5
     rows = -(-len(images) // columns)
     fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.3 * rows), squeeze=False)

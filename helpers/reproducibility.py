@@ -1,4 +1,4 @@
-"""Seeds and deterministic algorithms, so that a run can be repeated."""
+"""Seeds, deterministic algorithms and saved random states, so that a run can be repeated and resumed."""
 
 from __future__ import annotations
 
@@ -38,3 +38,42 @@ def set_deterministic(allow_tf32: bool = True) -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cuda.matmul.allow_tf32 = allow_tf32
     torch.backends.cudnn.allow_tf32 = allow_tf32
+
+
+def capture_rng_states(loaders) -> dict:
+    """Every random state the next epoch depends on: Python, NumPy, torch (CPU, CUDA) and the loaders."""
+    kind, keys, position, has_gauss, cached = np.random.get_state()
+    return {
+        "python": random.getstate(),
+        "numpy": (kind, keys.tolist(), position, has_gauss, cached),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "loaders": [_loader_generator(loader).get_state() if _loader_generator(loader) is not None else None
+                    for loader in loaders],
+    }
+
+
+def restore_rng_states(states: dict, loaders) -> None:
+    """Put back the random states captured by capture_rng_states.
+
+    The GPUs' states come back only on a machine with as many GPUs: a run saved on the CPU (or on
+    another machine) resumes on a GPU, from a fresh GPU random state.
+    """
+    random.setstate(_as_tuples(states["python"]))
+    kind, keys, position, has_gauss, cached = states["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, cached))
+    torch.set_rng_state(states["torch"])
+    if states["cuda"] and torch.cuda.is_available() and len(states["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(states["cuda"])
+    for loader, state in zip(loaders, states["loaders"]):
+        generator = _loader_generator(loader)
+        if generator is not None and state is not None:
+            generator.set_state(state)
+
+
+def _loader_generator(loader) -> torch.Generator | None:
+    return getattr(loader, "generator", None)
+
+
+def _as_tuples(value):
+    return tuple(_as_tuples(item) for item in value) if isinstance(value, (list, tuple)) else value

@@ -46,3 +46,28 @@ def empty_data_dir(tmp_path, monkeypatch):
     """A data folder with nothing in it; downloads are off in the tests that use it."""
     monkeypatch.setenv("DATA_DIR", str(tmp_path))
     return tmp_path
+
+
+@pytest.fixture
+def saved_run(tmp_path):
+    """A checkpoint holding one finished epoch of the tiny run of tests/support.py."""
+    from tests.support import run
+
+    path = tmp_path / "run.pt"
+    run(num_epochs=1, checkpoint_path=path)
+    return path
+
+
+@pytest.fixture
+def deterministic_settings_restored(monkeypatch):
+    """set_deterministic changes process-wide switches; put them back for the tests that follow."""
+    import torch
+
+    saved = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+             torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    yield
+    torch.use_deterministic_algorithms(saved[0], warn_only=saved[1])
+    (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark,
+     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) = saved[2:]

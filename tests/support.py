@@ -1,15 +1,20 @@
-"""A tiny learnable dataset and network that train in well under a second; where real Fashion-MNIST may be."""
+"""Shared test helpers: a tiny learnable dataset and network, a tiny run and its comparisons, and where real
+Fashion-MNIST may be."""
 
 from __future__ import annotations
 
+import io
 import os
+import re
+from dataclasses import asdict
 from pathlib import Path
 
+import pytest
 import torch
 from torch import nn
 
+from helpers import CheckpointError, DeviceLoader, ImageRecipe, set_all_seeds, train_model
 from helpers.datasets import make_synthetic_data
-from helpers.loaders import DeviceLoader, ImageRecipe
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -52,3 +57,65 @@ def fashion_mnist_folders() -> list[Path]:
     roots = [Path(os.environ["DATA_DIR"]).expanduser()] if os.environ.get("DATA_DIR") else []
     roots.append(Path(__file__).resolve().parent.parent / "data")
     return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)] + [DEBIAN_FASHION_MNIST]
+
+
+def run(num_epochs=2, lr=0.05, scheduler_factory=None, optimizer_class=torch.optim.SGD, model=None,
+        loaders=None, **options):
+    """Train the tiny net from a fixed seed; returns (model, history)."""
+    set_all_seeds(0)
+    train_loader, valid_loader, test_loader = loaders or tiny_loaders()
+    model = model or tiny_model()
+    optimizer = optimizer_class(model.parameters(), lr=lr)
+    scheduler = scheduler_factory(optimizer) if scheduler_factory else None
+    history = train_model(model, num_epochs, train_loader, valid_loader, test_loader, optimizer, "cpu",
+                          scheduler=scheduler, **options)
+    return model, history
+
+
+def same_run(history_a, history_b) -> bool:
+    """Two histories alike in everything but the time each epoch took."""
+    a, b = asdict(history_a), asdict(history_b)
+    a.pop("epoch_times"), b.pop("epoch_times")
+    return a == b
+
+
+def same_weights(model_a, model_b) -> bool:
+    state_a, state_b = model_a.state_dict(), model_b.state_dict()
+    return state_a.keys() == state_b.keys() and all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+
+
+def snapshot(model) -> dict:
+    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+
+
+def unchanged(model, before: dict) -> bool:
+    return all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+
+
+def refused(path, num_epochs=2, match: str | None = None, **run_options) -> str:
+    """The refusal message of a run on `path`; the checkpoint must come out byte for byte as it went in."""
+    before = path.read_bytes()
+    with pytest.raises(CheckpointError) as error:
+        run(num_epochs=num_epochs, checkpoint_path=path, **run_options)
+    assert path.read_bytes() == before, "a checkpoint of another run must never be overwritten"
+    message = str(error.value)
+    assert "delete" not in message.lower(), "never advise deleting a checkpoint that holds finished epochs"
+    if match is not None:
+        assert re.search(match, message), f"{match!r} not in {message!r}"
+    return message
+
+
+def failing_save(monkeypatch, error: BaseException, on_call: int):
+    """torch.save writes half of the on_call-th checkpoint, then raises error (a full disk, Ctrl-C...)."""
+    real_save, calls = torch.save, [0]
+
+    def save(obj, file, *args, **kwargs):
+        calls[0] += 1
+        if calls[0] != on_call:
+            return real_save(obj, file, *args, **kwargs)
+        buffer = io.BytesIO()
+        real_save(obj, buffer)
+        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+        raise error
+
+    monkeypatch.setattr(torch, "save", save)

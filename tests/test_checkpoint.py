@@ -1,82 +1,87 @@
-"""Writing checkpoints: failures found before training, failed writes that keep the last good epoch,
-Ctrl-C during a write, and resuming under another device or precision (simulated on the CPU)."""
+"""Checkpoint files: damaged, foreign or other-format files refused and kept; atomic writes; sizes."""
 
 from __future__ import annotations
 
 import errno
 import io
-import tempfile
 
 import pytest
 import torch
 
-import helpers.checkpoint
-import helpers.training
-from helpers import CheckpointError
-from helpers.checkpoint import load_checkpoint, partial_path, save_checkpoint
-from tests.support import tiny_model
-from tests.test_training import run, same_run, same_weights
+from helpers.checkpoint import (
+    CHECKPOINT_FORMAT,
+    checkpoint_estimate,
+    file_size,
+    leftover_partials,
+    load_checkpoint,
+    optimizer_copies,
+    save_checkpoint,
+)
+from tests.support import (
+    failing_save,
+    refused,
+    tiny_model,
+)
+
+LR_SCHEDULER = torch.optim.lr_scheduler
 
 
-def unchanged(model, before: dict) -> bool:
-    return all(torch.equal(before[name], tensor) for name, tensor in model.state_dict().items())
+# ----------------------------------------------------------------- files that are refused, and kept
 
 
-def snapshot(model) -> dict:
-    return {name: tensor.clone() for name, tensor in model.state_dict().items()}
+def test_truncated_checkpoint_is_refused_and_kept(saved_run):
+    saved_run.write_bytes(saved_run.read_bytes()[:1000])
+    refused(saved_run, match="cannot be read")
 
 
-def failing_save(monkeypatch, error: BaseException, on_call: int):
-    """torch.save writes half of the on_call-th checkpoint, then raises error (a full disk, Ctrl-C...)."""
-    real_save, calls = torch.save, [0]
-
-    def save(obj, file, *args, **kwargs):
-        calls[0] += 1
-        if calls[0] != on_call:
-            return real_save(obj, file, *args, **kwargs)
-        buffer = io.BytesIO()
-        real_save(obj, buffer)
-        file.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
-        raise error
-
-    monkeypatch.setattr(torch, "save", save)
+@pytest.mark.parametrize("start", [100, 2_000, -4_000])
+def test_corrupted_checkpoint_is_refused_and_kept(saved_run, start):
+    """Whatever the damage makes of the file, it is refused and left as it is (what it is said to be may vary)."""
+    data = bytearray(saved_run.read_bytes())
+    start %= len(data)
+    data[start:start + 300] = torch.randint(0, 256, (300,), generator=torch.Generator().manual_seed(start),
+                                            dtype=torch.uint8).numpy().tobytes()
+    saved_run.write_bytes(bytes(data))
+    assert "left untouched" in refused(saved_run)
 
 
-# ----------------------------------------------------------------- before training
+def test_a_file_that_is_no_checkpoint_is_refused(tmp_path):
+    path = tmp_path / "weights.pt"
+    torch.save({"some": torch.zeros(2)}, path)
+    refused(path, match="not a checkpoint written by train_model")
 
 
-def test_a_folder_that_cannot_be_written_is_found_before_training(tmp_path, monkeypatch):
-    def read_only(*args, **kwargs):
-        raise PermissionError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
-    model = tiny_model()
-    before = snapshot(model)
-    with pytest.raises(CheckpointError, match="cannot be written to .* \\(the folder is not writable\\). Nothing was "
-                                              "trained"):
-        run(num_epochs=1, model=model, checkpoint_path=tmp_path / "run.pt")
-    assert unchanged(model, before)
+def rewritten(path, change) -> None:
+    state = load_checkpoint(path)
+    change(state)
+    save_checkpoint(state, path)
 
 
-def test_a_full_disk_is_found_before_training(tmp_path, monkeypatch):
-    usage = helpers.checkpoint.shutil.disk_usage(tmp_path)
-    monkeypatch.setattr(helpers.checkpoint.shutil, "disk_usage", lambda folder: usage._replace(free=1000))
-    model = tiny_model()
-    before = snapshot(model)
-    with pytest.raises(CheckpointError, match="has 0 MB free, but a checkpoint of this run needs about"):
-        run(num_epochs=1, model=model, checkpoint_path=tmp_path / "run.pt")
-    assert unchanged(model, before)
-    assert not (tmp_path / "run.pt").exists()
+def test_a_newer_format_is_refused_and_never_rewritten(saved_run):
+    rewritten(saved_run, lambda state: state.update(format=CHECKPOINT_FORMAT + 1))
+    message = refused(saved_run)
+    assert f"newer version of these helpers (checkpoint format {CHECKPOINT_FORMAT + 1}" in message
+    assert torch.load(saved_run, weights_only=True)["format"] == CHECKPOINT_FORMAT + 1
 
 
-def test_a_partial_file_left_by_a_crash_is_removed_before_training(tmp_path):
-    path = tmp_path / "run.pt"
-    partial_path(path).write_bytes(b"half a checkpoint from a killed run")
-    run(num_epochs=1, checkpoint_path=path)
-    assert not partial_path(path).exists()
+def test_an_older_format_is_refused(saved_run):
+    rewritten(saved_run, lambda state: state.update(format=1))
+    assert "older version of these helpers (checkpoint format 1)" in refused(saved_run)
 
 
-# ----------------------------------------------------------------- failed writes
+@pytest.mark.parametrize("part", ["rng", "signature", "history"])
+def test_a_restructured_checkpoint_is_refused_clearly(saved_run, part):
+    rewritten(saved_run, lambda state: state.pop(part))
+    assert f"lacks {part}" in refused(saved_run)
+
+
+def test_a_history_in_another_layout_is_refused_clearly(saved_run):
+    rewritten(saved_run, lambda state: state["history"].update(accuracy=[1.0]))
+    assert "The history in" in refused(saved_run)
+
+
+
+# ----------------------------------------------------------------- writing
 
 
 def test_save_checkpoint_removes_its_partial_file_when_the_write_fails(tmp_path, monkeypatch):
@@ -86,89 +91,32 @@ def test_save_checkpoint_removes_its_partial_file_when_the_write_fails(tmp_path,
     with pytest.raises(OSError):
         save_checkpoint({"format": 2, "epoch": 2}, path)
     assert torch.load(path, weights_only=True)["epoch"] == 1
-    assert not partial_path(path).exists()
+    assert not leftover_partials(path)
 
 
-def test_a_full_disk_mid_run_keeps_the_last_good_epoch_and_resumes_from_it(tmp_path, monkeypatch):
-    path = tmp_path / "run.pt"
-    model_straight, history_straight = run(num_epochs=3, checkpoint_path=tmp_path / "straight.pt")
-    with monkeypatch.context() as patch:
-        failing_save(patch, OSError(errno.ENOSPC, "No space left on device"), on_call=2)
-        with pytest.raises(CheckpointError) as error:
-            run(num_epochs=3, checkpoint_path=path)
-    message = str(error.value)
-    assert "could not be written after epoch 2 (the disk is full)" in message
-    assert "still holds epoch 1, the last good one, and is safe" in message
-    assert not partial_path(path).exists()
-    assert len(load_checkpoint(path)["history"]["valid_acc"]) == 1
-    model_resumed, history_resumed = run(num_epochs=3, checkpoint_path=path)
-    assert same_run(history_straight, history_resumed)
-    assert same_weights(model_straight, model_resumed)
+
+# ----------------------------------------------------------------- sizes
 
 
-def test_ctrl_c_during_a_checkpoint_write_reports_the_epoch_the_file_holds(tmp_path, monkeypatch, capsys):
-    path = tmp_path / "run.pt"
-    failing_save(monkeypatch, KeyboardInterrupt(), on_call=2)
-    with pytest.raises(KeyboardInterrupt):
-        run(num_epochs=3, checkpoint_path=path)
-    message = capsys.readouterr().out
-    assert "stopped during epoch 2" in message and "keeps epoch 1" in message
-    assert len(load_checkpoint(path)["history"]["valid_acc"]) == 1
-    assert not partial_path(path).exists()
+@pytest.mark.parametrize(("optimizer", "options", "copies"), [
+    (torch.optim.SGD, {"lr": 0.1}, 0), (torch.optim.SGD, {"lr": 0.1, "momentum": 0.9}, 1),
+    (torch.optim.Adam, {}, 2), (torch.optim.Adam, {"amsgrad": True}, 3), (torch.optim.AdamW, {"amsgrad": True}, 3),
+    (torch.optim.RMSprop, {"momentum": 0.9, "centered": True}, 3), (torch.optim.LBFGS, {}, 3)])
+def test_the_size_estimate_counts_what_each_optimizer_keeps(optimizer, options, copies):
+    model = tiny_model()
+    chosen = optimizer(model.parameters(), **options)
+    assert optimizer_copies(chosen) == copies
+    if optimizer is not torch.optim.LBFGS:  # its state is not one tensor per weight
+        batch = torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+        torch.nn.functional.cross_entropy(model(batch), torch.tensor([0, 1, 2, 3])).backward()
+        chosen.step()
+        buffer = io.BytesIO()
+        torch.save({"weights": model.state_dict(), "best": model.state_dict(), "optimizer": chosen.state_dict()},
+                   buffer)
+        assert buffer.tell() <= checkpoint_estimate(model, chosen)
 
 
-def test_ctrl_c_during_the_first_write_says_nothing_was_saved(tmp_path, monkeypatch, capsys):
-    failing_save(monkeypatch, KeyboardInterrupt(), on_call=1)
-    with pytest.raises(KeyboardInterrupt):
-        run(num_epochs=2, checkpoint_path=tmp_path / "run.pt")
-    assert "before any epoch was saved" in capsys.readouterr().out
-    assert not (tmp_path / "run.pt").exists()
-
-
-def test_the_home_folder_is_expanded_in_a_checkpoint_path(tmp_path, monkeypatch):
-    monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    monkeypatch.chdir(tmp_path)
-    run(num_epochs=1, checkpoint_path="~/runs/run.pt")
-    assert (tmp_path / "home" / "runs" / "run.pt").is_file()
-    assert not (tmp_path / "~").exists()
-
-
-# ----------------------------------------------------------------- another device or precision
-
-
-def simulated(monkeypatch, dtype):
-    """Train on the CPU as a GPU would: fp16 autocast with a gradient scaler, or bf16 without one."""
-    monkeypatch.setattr(helpers.training, "_amp_dtype", lambda device, amp: dtype)
-
-
-@pytest.mark.parametrize("first, second", [
-    (None, torch.float16), (torch.bfloat16, torch.float16), (torch.float16, None), (torch.float16, torch.bfloat16),
-], ids=["cpu to fp16", "bf16 to fp16", "fp16 to cpu", "fp16 to bf16"])
-def test_a_run_resumes_under_another_precision(tmp_path, monkeypatch, first, second):
-    path = tmp_path / "run.pt"
-    with monkeypatch.context() as patch:
-        simulated(patch, first)
-        run(num_epochs=1, checkpoint_path=path)
-    assert bool(load_checkpoint(path)["scaler"]) == (first == torch.float16)
-    with monkeypatch.context() as patch:
-        simulated(patch, second)
-        _, history = run(num_epochs=2, checkpoint_path=path)
-    assert history.num_epochs == 2 and all(0 <= accuracy <= 100 for accuracy in history.valid_acc)
-    state = load_checkpoint(path)
-    assert bool(state["scaler"]) == (second == torch.float16)
-    if second == torch.float16:
-        # The scaler started fresh (no saved state to take over) and has been stepping since.
-        assert state["scaler"]["scale"] > 0
-
-
-def test_scaler_state_carries_over_between_fp16_sessions(tmp_path, monkeypatch):
-    path = tmp_path / "run.pt"
-    simulated(monkeypatch, torch.float16)
-    run(num_epochs=1, checkpoint_path=path)
-    saved = load_checkpoint(path)["scaler"]
-    loaded = []
-    real_load = torch.amp.GradScaler.load_state_dict
-    monkeypatch.setattr(torch.amp.GradScaler, "load_state_dict",
-                        lambda scaler, state: (loaded.append(dict(state)), real_load(scaler, state))[1])
-    run(num_epochs=2, checkpoint_path=path)
-    assert loaded == [saved]
+@pytest.mark.parametrize(("size", "text"), [(0, "0 bytes"), (999, "999 bytes"), (1_500, "1.5 kB"),
+                                            (44_000, "44 kB"), (2_300_000, "2.3 MB"), (5_100_000_000, "5.1 GB")])
+def test_sizes_are_said_in_their_natural_unit(size, text):
+    assert file_size(size) == text

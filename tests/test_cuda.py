@@ -13,12 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import helpers.training
+import helpers.preflight
 from helpers import CheckpointError, ImageRecipe, set_all_seeds, set_deterministic, train_model
 from helpers.checkpoint import load_checkpoint
 from tests.resume_job import tiny_loaders_on
 from tests.support import tiny_loaders, tiny_model
-from tests.test_training import deterministic_settings_restored  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU here: these tests run on a machine with one (make gpu-check)")
@@ -44,8 +43,8 @@ def train_on(device, num_epochs=2, lr=0.1, **options):
 def test_the_default_precision_suits_the_gpu():
     device = torch.device("cuda", torch.cuda.current_device())
     expected = torch.bfloat16 if torch.cuda.get_device_capability(device) >= (8, 0) else torch.float16
-    assert helpers.training._amp_dtype(device, None) == expected
-    assert helpers.training._amp_dtype(device, False) is None
+    assert helpers.preflight.amp_dtype(device, None) == expected
+    assert helpers.preflight.amp_dtype(device, False) is None
 
 
 def test_fp16_autocast_with_a_gradient_scaler_learns(tmp_path):
@@ -120,7 +119,7 @@ def test_a_cuda_run_killed_mid_epoch_resumes_exactly_with_its_gpu_random_state(t
     assert results_equal(tmp_path / "straight.result", tmp_path / "resumed.result")
 
 
-def test_set_deterministic_sets_the_cuda_switches(deterministic_settings_restored):  # noqa: F811
+def test_set_deterministic_sets_the_cuda_switches(deterministic_settings_restored):
     set_deterministic(allow_tf32=False)
     assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
     assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32

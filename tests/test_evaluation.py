@@ -7,9 +7,8 @@ import pytest
 import torch
 from torch import nn
 
-from helpers import compute_accuracy, compute_confusion_matrix, evaluate
+from helpers import DeviceLoader, ImageRecipe, compute_accuracy, compute_confusion_matrix, evaluate
 from helpers.evaluation import Precision
-from helpers.loaders import DeviceLoader, ImageRecipe
 from tests.support import tiny_loaders, tiny_model
 
 

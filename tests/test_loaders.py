@@ -13,16 +13,9 @@ from torchvision import transforms
 
 from helpers import environment, loaders, set_all_seeds
 from helpers.datasets import DATASETS, make_synthetic_data, split_indices
-from helpers.loaders import (
-    DeviceLoader,
-    ImageRecipe,
-    compute_channel_stats,
-    data_signature,
-    get_dataloaders,
-    is_augmented,
-    resize_images,
-    unnormalize,
-)
+from helpers.device_pipeline import DeviceLoader, resize_images
+from helpers.loaders import data_signature, get_dataloaders, is_augmented
+from helpers.recipe import ImageRecipe, compute_channel_stats, unnormalize
 
 CIFAR_RECIPE = ImageRecipe(resize=70, crop=64, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
 CIFAR_CLASSES = DATASETS["cifar10"].classes
@@ -284,7 +277,7 @@ def test_data_in_memory_is_served_as_given(monkeypatch):
     data = make_synthetic_data("cifar10", num_train=500, num_test=70)
     train, valid, test = get_dataloaders("my_images", 32, data=data, recipe=CIFAR_RECIPE, device="cpu")
     assert (train.num_images, valid.num_images, test.num_images) == (450, 50, 70)
-    assert torch.equal(test.images, loaders.resize_images(data.test_images, 70))
+    assert torch.equal(test.images, resize_images(data.test_images, 70))
     assert train.classes == data.classes and data_signature(train)["dataset"] == "my_images"
 
 
@@ -384,10 +377,16 @@ def test_a_custom_transform_is_part_of_the_classic_signature():
     assert " at 0x" not in signature(identity)["transform"]  # no memory address, which differs on every run
 
 
-def test_a_foreign_dataloader_gets_what_can_be_said_cheaply():
-    loader = DataLoader(TensorDataset(torch.zeros(10, 1, 4, 4), torch.zeros(10)), batch_size=4)
-    assert data_signature(loader) == {"loader": "DataLoader", "dataset": "TensorDataset", "num_images": 10,
-                                      "batch_size": 4}
+def test_a_foreign_dataloader_is_described_by_what_can_be_read_from_it():
+    images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(TensorDataset(images, torch.zeros(10)), batch_size=4, shuffle=True)
+    signature = data_signature(loader)
+    assert {key: signature[key] for key in ("loader", "dataset", "num_images", "batch_size", "order", "num_workers")} \
+        == {"loader": "DataLoader", "dataset": "TensorDataset", "num_images": 10, "batch_size": 4,
+            "order": "RandomSampler", "num_workers": 0}
+    assert signature["content"].startswith("values ")  # a TensorDataset's tensors are hashed
+    other = DataLoader(TensorDataset(images + 1, torch.zeros(10)), batch_size=4, shuffle=True)
+    assert data_signature(other)["content"] != signature["content"]
 
 
 # ----------------------------------------------------------------- on a GPU
@@ -409,3 +408,18 @@ def test_the_device_pipeline_on_cuda_serves_the_cpu_batches_and_signature():
         assert torch.equal(gpu_labels.cpu(), cpu_labels)
         assert data_signature(gpu_loader) == data_signature(cpu_loader)
         assert gpu_loader.dataset[0][0].is_cuda and len(gpu_loader.dataset) == len(cpu_loader.dataset)
+
+
+def test_both_pipelines_tell_the_same_things_about_their_loaders():
+    """A notebook may switch to pipeline="classic" and keep every line that reads its loaders."""
+    data = make_synthetic_data("cifar10", num_train=40, num_test=8)
+    device_loaders = get_dataloaders("cifar10", 8, recipe=CIFAR_RECIPE, data=data, device="cpu")
+    classic_loaders = get_dataloaders("cifar10", 8, recipe=CIFAR_RECIPE, data=data, pipeline="classic", num_workers=0)
+    for device_loader, classic_loader in zip(device_loaders, classic_loaders):
+        assert torch.equal(device_loader.images, classic_loader.images)  # uint8, resized once to 70x70
+        assert device_loader.images.shape[1:] == (3, 70, 70)
+        assert device_loader.num_images == classic_loader.num_images == len(classic_loader.dataset)
+        assert device_loader.classes == classic_loader.classes == CIFAR_CLASSES
+        assert device_loader.recipe == classic_loader.recipe == CIFAR_RECIPE
+        assert device_loader.augmented == classic_loader.augmented
+        assert device_loader.synthetic is classic_loader.synthetic is True
