@@ -80,7 +80,8 @@ def _fetch(request: urllib.request.Request, target: Path, host: str, *, timeout:
     try:
         # The timeout bounds connecting and each read; the watchdog cuts whatever is still going at the deadline.
         with watchdog, opener.open(request, timeout=min(timeout, remaining)) as response:
-            _copy(response, target, host)
+            announced = response.length  # the Content-Length; None when the server sends chunks or closes at the end
+            received = _copy(response, target, host)
     except (OSError, http.client.HTTPException) as error:
         if isinstance(error, urllib.error.HTTPError):
             error.close()  # an HTTP error holds the server's answer, and its socket, open until closed
@@ -90,6 +91,10 @@ def _fetch(request: urllib.request.Request, target: Path, host: str, *, timeout:
         raise timeout_error from error
     if watchdog.expired:  # the watchdog's cut reads like the server closing: what came may be partial
         raise DownloadTimeoutError(f"the download from {host} ran past its deadline")
+    # http.client ends a body that stops short of its Content-Length quietly, as if it were complete.
+    if announced is not None and received < announced:
+        raise OSError(f"{host} closed the connection after {received:,} of the {announced:,} bytes it announced, "
+                      "so the file is incomplete and was not kept; try again")
 
 
 def _as_timeout(error: Exception, host: str, timeout: float, watchdog: _Watchdog) -> DownloadTimeoutError | None:
@@ -103,12 +108,16 @@ def _as_timeout(error: Exception, host: str, timeout: float, watchdog: _Watchdog
     return None
 
 
-def _copy(response, target: Path, host: str) -> None:
+def _copy(response, target: Path, host: str) -> int:
+    """Write the body into target, returning how many bytes came."""
+    received = 0
     with open(target, "wb") as file, tqdm(total=response.length, unit="B", unit_scale=True,
                                           desc=f"{target.stem} from {host}") as progress:
         while chunk := response.read1(CHUNK_SIZE):
             file.write(chunk)
             progress.update(len(chunk))
+            received += len(chunk)
+    return received
 
 
 class _Watchdog:

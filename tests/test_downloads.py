@@ -249,6 +249,13 @@ def test_a_server_that_drips_headers_over_tls_is_cut_at_the_deadline(tls_server_
         assert_cut_at_the_deadline(f"https://{address}/file.gz", tmp_path)
 
 
+def test_a_body_shorter_than_its_content_length_is_refused_and_not_kept(tmp_path):
+    with scripted_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40) as address:
+        with pytest.raises(OSError, match="closed the connection after 40 of the 100 bytes it announced"):
+            download_first([f"http://{address}/data.bin"], tmp_path / "data.bin", timeout=TIMEOUT_S)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_chunked_body_comes_whole(tmp_path):
     chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     with scripted_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks) as address:
