@@ -5,7 +5,8 @@ that drops packets, for ever on a server that accepts and never answers. Here ea
 or silence in the middle of a file) is cut at `timeout` seconds, and the whole download at a deadline:
 TLS handshake, status line, headers, chunk sizes and body, however slowly a server sends them.
 (Looking up the host's address is left to the system's resolver, which has timeouts of its own; behind
-a proxy, its answer to urllib's CONNECT request is bounded only by `timeout`.)
+a proxy, each wait for its answer to urllib's CONNECT request is cut at `timeout`, not the whole at the
+deadline.)
 """
 
 from __future__ import annotations
@@ -123,10 +124,10 @@ def _copy(response, target: Path, host: str) -> int:
 class _Watchdog:
     """Shuts down every connection of one download at its deadline, whatever is waiting on it then.
 
-    A timer, rather than a bound on each read: http.client reads the status line, the headers and each
-    chunk size line by line inside its own buffered file, and TLS reads happen in the ssl module's C code,
-    where no check of ours runs between two bytes. Shutting the socket down ends every one of those
-    waits at once, for HTTP and HTTPS alike, and needs no subclass of socket or ssl internals.
+    A timer, rather than bounding each receive by the time left: http.client reads the status line, the
+    headers and each chunk size through a buffered file of its own, and TLS handshakes and reads run in
+    the ssl module's C code, so that bound would take subclasses of both socket and SSLSocket, wired into
+    urllib. Shutting the connection down ends whichever wait is under way, in any of them, at once.
     """
 
     def __init__(self, deadline: float):
