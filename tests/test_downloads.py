@@ -103,7 +103,8 @@ def scripted_server(head: bytes, drip: bytes = b"", tls: ssl.SSLContext | None =
 
     def answer(connection):
         connection.settimeout(SERVER_GIVES_UP_S)
-        with tls.wrap_socket(connection, server_side=True) if tls else connection as connection:
+        # Closed even when the TLS handshake fails; with TLS, the wrapped socket takes over its descriptor.
+        with connection, tls.wrap_socket(connection, server_side=True) if tls else connection as connection:
             connection.recv(65536)  # the request (or, for a raw server of an https:// address, the TLS hello)
             connection.sendall(head)
             give_up = time.monotonic() + SERVER_GIVES_UP_S
@@ -141,10 +142,10 @@ def scripted_server(head: bytes, drip: bytes = b"", tls: ssl.SSLContext | None =
 @pytest.fixture(scope="module")
 def tls_server_context(tmp_path_factory):
     """A server's TLS context with a certificate for 127.0.0.1, made by the openssl command for this run."""
-    folder = tmp_path_factory.mktemp("tls")
-    certificate, key = folder / "certificate.pem", folder / "key.pem"
     if shutil.which("openssl") is None:
         pytest.skip("the openssl command, which makes this test's certificate, is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    certificate, key = folder / "certificate.pem", folder / "key.pem"
     subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
                     "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
                     "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
@@ -211,7 +212,7 @@ def test_a_port_that_drops_connections_is_given_up_after_the_timeout(dropping_ur
     assert list(tmp_path.iterdir()) == []
 
 
-# Each drips a byte every 50 ms: no wait is long enough for the timeout, so only the deadline can stop it.
+# Each drips a byte every 50 ms, so no wait comes near the timeout: only the deadline can end the download.
 DRIPPING = {
     "body": ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"x"),
     # Header lines for ever (Python reads up to 100 of them, each up to 64 KiB).
@@ -219,13 +220,14 @@ DRIPPING = {
     # A chunk-size line that never ends (Python reads up to 64 KiB of it).
     "chunk size": ("http", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),
     # The start of a 16 KiB TLS handshake record, then its bytes one by one: no certificate ever comes.
+    # (Python's ssl module also bounds a whole handshake by the socket's timeout, here the time left.)
     "TLS handshake": ("https", b"\x16\x03\x03\x40\x00", b"\x00"),
 }
 
 
 def assert_cut_at_the_deadline(url: str, folder: Path) -> None:
     """Downloading url fails at its deadline, with the helpers' timeout error, and keeps nothing."""
-    deadline_s, timeout_s = 1.0, 2.0  # as in issue 21: the timeout longer than the whole deadline
+    deadline_s, timeout_s = 1.0, 2.0  # the timeout of issue 21's trials; a shorter deadline keeps the test short
 
     def fetch():
         with pytest.raises(DownloadTimeoutError, match="ran past its deadline"):
