@@ -92,17 +92,26 @@ def compute_confusion_matrix(model, data_loader, device=None, num_classes: int |
     """K x K counts for K classes: rows are true labels, columns predictions, absent classes included."""
     _check_device(model, device)
     num_classes = num_classes or len(class_names(data_loader))
-    counts = largest = None
+    counts = largest = smallest = None
     for logits, targets in predictions(model, data_loader):
+        _check_label_type(targets)
         guesses = logits.argmax(1)
-        # Counted in a flat vector of K*K cells: a class >= K would land silently in another cell.
+        # Counted in a flat vector of K*K cells: a class < 0 or >= K would land silently in another cell.
+        # The extremes stay on the device, checked once after the last batch (one sync, not one per batch).
         batch_largest = torch.maximum(targets.max(), guesses.max())
         largest = batch_largest if largest is None else torch.maximum(largest, batch_largest)
+        smallest = targets.min() if smallest is None else torch.minimum(smallest, targets.min())
         pairs = (targets * num_classes + guesses).clamp_(0, num_classes * num_classes - 1)
         batch_counts = torch.bincount(pairs, minlength=num_classes * num_classes)
         counts = batch_counts if counts is None else counts + batch_counts
     if counts is None:
         raise ValueError("The data loader is empty: there is nothing to count.")
+    if smallest.item() < 0:
+        raise ValueError(
+            f"The labels include {smallest.item()}, and a confusion matrix counts classes 0 to {num_classes - 1} "
+            "only. Labels of -100 or -1 usually mark images to skip (the ignore_index convention of "
+            "nn.CrossEntropyLoss): leave those images out of the loader, then count again."
+        )
     if largest.item() >= num_classes:
         raise ValueError(
             f"num_classes={num_classes} is too small: the labels or the model's predictions reach class "
@@ -110,6 +119,13 @@ def compute_confusion_matrix(model, data_loader, device=None, num_classes: int |
             "number of classes from the loader."
         )
     return counts.view(num_classes, num_classes).cpu().numpy()
+
+
+def _check_label_type(targets: torch.Tensor) -> None:
+    """Labels are class numbers: a float label would fail deep inside torch.bincount."""
+    if targets.is_floating_point() or targets.is_complex():
+        raise ValueError(f"The labels are {targets.dtype}, but they must be whole class numbers (0, 1, 2, ...): "
+                         "build the dataset with integer labels, e.g. labels.long().")
 
 
 def _check_device(model, device) -> None:

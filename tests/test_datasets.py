@@ -81,7 +81,7 @@ def test_failed_download_outside_smoke_mode_is_a_clear_error(empty_data_dir, mon
     def no_network(*args, **kwargs):
         raise OSError("Name or service not known")
 
-    monkeypatch.setattr("urllib.request.urlopen", no_network)
+    monkeypatch.setattr("socket.create_connection", no_network)  # where every HTTP(S) connection starts
     with pytest.raises(DatasetUnavailableError, match="could not be downloaded"):
         load_dataset("mnist", download=True, smoke_test=False)
 

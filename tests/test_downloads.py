@@ -5,10 +5,15 @@ No test here leaves this machine: each server listens on 127.0.0.1, and proxies 
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
+import itertools
 import os
+import shutil
 import socket
+import ssl
+import subprocess
 import threading
 import time
 from functools import partial
@@ -32,6 +37,13 @@ def local_only(monkeypatch):
     """Requests to 127.0.0.1 never go through a proxy that the environment may name."""
     for name in ("no_proxy", "NO_PROXY"):
         monkeypatch.setenv(name, "127.0.0.1,localhost")
+
+
+@pytest.fixture(autouse=True)
+def no_progress_monitor(monkeypatch):
+    """tqdm's monitor thread, once started, lives as long as the process: keep it from starting, so that
+    the threads a test finds left over are the download's own."""
+    monkeypatch.setattr(downloads.tqdm, "monitor_interval", 0)
 
 
 def local_server(backlog: int) -> tuple[socket.socket, str]:
@@ -73,34 +85,73 @@ def dropping_url():
     server.close()
 
 
-@pytest.fixture
-def dripping_url():
-    """A server that answers at once, then sends its file one byte every 50 ms: never silent, never done."""
-    server, url = local_server(backlog=8)
-    stop = threading.Event()
+DRIP_INTERVAL_S = 0.05  # 20 bytes a second, as in the hostile trials of issue 21
+SERVER_GIVES_UP_S = 20.0  # a client that ignores its deadline fails a test, instead of hanging the suite
 
-    def drip(connection):
-        with connection:
-            connection.recv(65536)  # the request
-            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n")
-            while not stop.wait(0.05):
+
+@contextlib.contextmanager
+def scripted_server(head: bytes, drip: bytes = b"", tls: ssl.SSLContext | None = None):
+    """A server on 127.0.0.1 that answers each request with `head` at once, then sends `drip` (repeated)
+    one byte every DRIP_INTERVAL_S until the test ends, or closes the connection after `head` if there
+    is nothing to drip; over TLS if given a context. Yields its host:port. On leaving, every thread and
+    socket it opened is gone, and so are the client's."""
+    sockets_before, threads_before = open_sockets(), set(threading.enumerate())
+    server, url = local_server(backlog=8)
+    server.settimeout(DRIP_INTERVAL_S)  # accept() wakes up to see whether the test has ended
+    stop = threading.Event()
+    answering = []
+
+    def answer(connection):
+        connection.settimeout(SERVER_GIVES_UP_S)
+        # Closed even when the TLS handshake fails; with TLS, the wrapped socket takes over its descriptor.
+        with connection, tls.wrap_socket(connection, server_side=True) if tls else connection as connection:
+            connection.recv(65536)  # the request (or, for a raw server of an https:// address, the TLS hello)
+            connection.sendall(head)
+            give_up = time.monotonic() + SERVER_GIVES_UP_S
+            for byte in itertools.cycle(drip) if drip else ():
+                if stop.wait(DRIP_INTERVAL_S) or time.monotonic() > give_up:
+                    return
                 try:
-                    connection.sendall(b"x")
+                    connection.sendall(bytes([byte]))
                 except OSError:  # the client gave up
                     return
 
     def accept():
-        while True:
+        while not stop.is_set():
             try:
                 connection, _ = server.accept()
-            except OSError:  # closed at the end of the test
-                return
-            threading.Thread(target=drip, args=(connection,), daemon=True).start()
+            except TimeoutError:
+                continue
+            answering.append(threading.Thread(target=answer, args=(connection,)))
+            answering[-1].start()
 
-    threading.Thread(target=accept, daemon=True).start()
-    yield url
-    stop.set()
-    server.close()
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    try:
+        yield url.removeprefix("http://")
+    finally:
+        stop.set()
+        acceptor.join()
+        for thread in answering:
+            thread.join()
+        server.close()
+    assert set(threading.enumerate()) <= threads_before, "a thread outlived the download"
+    assert open_sockets() == sockets_before, "a socket outlived the download"
+
+
+@pytest.fixture(scope="module")
+def tls_server_context(tmp_path_factory):
+    """A server's TLS context with a certificate for 127.0.0.1, made by the openssl command for this run."""
+    if shutil.which("openssl") is None:
+        pytest.skip("the openssl command, which makes this test's certificate, is not installed")
+    folder = tmp_path_factory.mktemp("tls")
+    certificate, key = folder / "certificate.pem", folder / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+                    "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(certificate)], check=True, capture_output=True)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(certificate, key)
+    return context, certificate
 
 
 class FileServer:
@@ -161,15 +212,57 @@ def test_a_port_that_drops_connections_is_given_up_after_the_timeout(dropping_ur
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_server_that_drips_bytes_is_cut_at_the_deadline(dripping_url, tmp_path):
-    def fetch():
-        with pytest.raises(DownloadTimeoutError, match="deadline"):
-            download_first([f"{dripping_url}/file.gz"], tmp_path / "file.gz", timeout=TIMEOUT_S,
-                           deadline=time.monotonic() + 1.0)
+# Each drips a byte every 50 ms, so no wait comes near the timeout: only the deadline can end the download.
+DRIPPING = {
+    "body": ("http", b"HTTP/1.1 200 OK\r\nContent-Length: 1000000\r\n\r\n", b"x"),
+    # Header lines for ever (Python reads up to 100 of them, each up to 64 KiB).
+    "headers": ("http", b"HTTP/1.1 200 OK\r\n", b"X-Padding: 0\r\n"),
+    # A chunk-size line that never ends (Python reads up to 64 KiB of it).
+    "chunk size": ("http", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", b"0"),
+    # The start of a 16 KiB TLS handshake record, then its bytes one by one: no certificate ever comes.
+    # (Python's ssl module also bounds a whole handshake by the socket's timeout, here the time left.)
+    "TLS handshake": ("https", b"\x16\x03\x03\x40\x00", b"\x00"),
+}
 
-    seconds = timed(fetch)
-    assert 1.0 <= seconds < 1.0 + SLACK_S  # every 50 ms brought a byte: only the deadline could stop it
+
+def assert_cut_at_the_deadline(url: str, folder: Path) -> None:
+    """Downloading url fails at its deadline, with the helpers' timeout error, and keeps nothing."""
+    deadline_s, timeout_s = 1.0, 2.0  # the timeout of issue 21's trials; a shorter deadline keeps the test short
+
+    def fetch():
+        with pytest.raises(DownloadTimeoutError, match="ran past its deadline"):
+            download_first([url], folder / "file.gz", timeout=timeout_s, deadline=time.monotonic() + deadline_s)
+
+    assert deadline_s <= timed(fetch) < deadline_s + SLACK_S
+    assert list(folder.iterdir()) == []  # no partial file left behind
+
+
+@pytest.mark.parametrize("part", DRIPPING)
+def test_a_server_that_drips_any_part_of_its_answer_is_cut_at_the_deadline(part, tmp_path):
+    scheme, head, drip = DRIPPING[part]
+    with scripted_server(head, drip) as address:
+        assert_cut_at_the_deadline(f"{scheme}://{address}/file.gz", tmp_path)
+
+
+def test_a_server_that_drips_headers_over_tls_is_cut_at_the_deadline(tls_server_context, tmp_path, monkeypatch):
+    context, certificate = tls_server_context
+    monkeypatch.setenv("SSL_CERT_FILE", str(certificate))  # the client trusts this test's certificate
+    with scripted_server(b"HTTP/1.1 200 OK\r\n", b"X-Padding: 0\r\n", tls=context) as address:
+        assert_cut_at_the_deadline(f"https://{address}/file.gz", tmp_path)
+
+
+def test_a_body_shorter_than_its_content_length_is_refused_and_not_kept(tmp_path):
+    with scripted_server(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n" + b"x" * 40) as address:
+        with pytest.raises(OSError, match="closed the connection after 40 of the 100 bytes it announced"):
+            download_first([f"http://{address}/data.bin"], tmp_path / "data.bin", timeout=TIMEOUT_S)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_chunked_body_comes_whole(tmp_path):
+    chunks = b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    with scripted_server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks) as address:
+        download_first([f"http://{address}/data.bin"], tmp_path / "data.bin", timeout=TIMEOUT_S)
+    assert (tmp_path / "data.bin").read_bytes() == b"hello world"
 
 
 def test_each_mirror_is_tried_and_the_first_error_reported(stalled_url, dropping_url, tmp_path):

@@ -96,3 +96,19 @@ def test_evaluation_puts_every_module_back_in_its_own_mode():
     compute_accuracy(model, valid_loader)
     assert model.training and model.classifier.training
     assert not model.features[1].training
+
+
+@pytest.mark.parametrize("ignored", [-1, -100])
+def test_negative_labels_are_refused_not_counted_as_class_0(ignored):
+    generator = np.random.default_rng(1)
+    labels = generator.choice([0, 1, 2, ignored], size=30).tolist()  # ignore_index marks among real labels
+    guesses = generator.choice([1, 2, 3], size=30).tolist()  # never class 0: a count in cell (0, 0) is wrong
+    with pytest.raises(ValueError, match=rf"labels include {ignored}.*ignore_index.*leave those images out"):
+        compute_confusion_matrix(FixedGuesses(4), loader_with(labels, guesses))
+
+
+def test_float_labels_are_a_clear_error():
+    generator = np.random.default_rng(2)
+    labels = generator.integers(0, 4, size=10).astype(float).tolist()  # 0.0, 3.0, ...: whole, but floats
+    with pytest.raises(ValueError, match=r"labels are torch.float32.*whole class numbers.*\.long\(\)"):
+        compute_confusion_matrix(FixedGuesses(4), loader_with(labels, [0] * 10))
