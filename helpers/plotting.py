@@ -1,5 +1,5 @@
-"""Figures: the loss and accuracy curves, example predictions, and the confusion matrix. Each function
-draws a new figure and returns it."""
+"""Figures: the loss and accuracy curves (of one run or several), example predictions, and the confusion
+matrix. Each function draws a new figure and returns it."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from .figure_parts import (
 )
 
 FEW_POINTS = 50  # fewer points than this are drawn with markers: a short run's few values would not show as a line
+RUN_MARKERS = "osD^v"  # one shape per run, so that runs stay apart where their points coincide
 
 
 def running_average(values, window: int) -> tuple[np.ndarray, np.ndarray]:
@@ -51,8 +52,9 @@ def plot_training_loss(history, averaging_iterations: int = 100, iter_per_epoch:
         ax.plot(*running_average(losses, averaging_iterations), color="navy", linewidth=2, zorder=2,
                 label=f"Running average ({averaging_iterations} iterations)")
     else:
-        add_note(ax, f"Only {len(losses)} iterations (a running average needs more than {averaging_iterations}): "
-                     "too short\na run to show a trend. Train for more epochs to read this curve.")
+        iterations = f"{len(losses)} iteration{'' if len(losses) == 1 else 's'}"
+        add_note(ax, f"Only {iterations} (a running average needs more than {averaging_iterations}): too short\n"
+                     "a run to show a trend. Train for more epochs to read this curve.")
     if len(losses) > 10:  # early losses dwarf the rest; start the axis near where training settles
         ax.set_ylim(max(0.0, losses.min() * 0.9), np.percentile(losses, 99) * 1.1)
     ax.set_xlim(0.5, len(losses) + 0.5) if few else ax.set_xlim(0, len(losses))
@@ -72,25 +74,54 @@ def plot_accuracy(history) -> Figure:
     if len(history.valid_acc) == 0:
         raise ValueError("This history holds no finished epoch yet: plot the History that train_model returns "
                          "after at least one epoch.")
-    num_epochs = len(history.valid_acc)
-    epochs = np.arange(1, num_epochs + 1)
-    marker = "o" if num_epochs < FEW_POINTS else None
+    epochs = np.arange(1, len(history.valid_acc) + 1)
+    marker = "o" if len(epochs) < FEW_POINTS else None
     fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
     ax.plot(epochs, history.train_acc, marker=marker, color="tab:blue", label=training_label(history))
     ax.plot(epochs, history.valid_acc, marker=marker, color="tab:orange", label="Validation")
     if history.best_epoch:
         ax.axvline(history.best_epoch, color="grey", linestyle=":", label="Best validation epoch")
+    label_epoch_axes(ax, len(epochs), [*history.train_acc, *history.valid_acc], "Accuracy (%)", "curves")
+    ax.legend(fontsize=TEXT_SIZE - 1)
+    return fig
+
+
+def label_epoch_axes(ax, num_epochs: int, values, ylabel: str, compared: str) -> None:
+    """Whole-number epochs, axis labels and a grid; one epoch gets sensible limits and says it has no trend."""
     ax.set_xlim(0.5, num_epochs + 0.5)
     whole_number_ticks(ax.xaxis)
     if num_epochs == 1:
-        values = [*history.train_acc, *history.valid_acc]
         ax.set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 10))
         add_note(ax, "One epoch: each curve is a single point, so there is no trend to read.\n"
-                     "Train for more epochs to compare the curves.")
+                     f"Train for more epochs to compare the {compared}.")
     ax.set_xlabel("Epoch", fontsize=TEXT_SIZE)
-    ax.set_ylabel("Accuracy (%)", fontsize=TEXT_SIZE)
+    ax.set_ylabel(ylabel, fontsize=TEXT_SIZE)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=TEXT_SIZE - 1)
+
+
+def plot_runs(histories: dict, *, error: bool = False) -> Figure:
+    """Several runs side by side: training (dashed) and validation (solid) accuracy per epoch, one colour per run.
+
+    `histories` maps each run's name to its History, in the order of the legend; error=True plots 100 - accuracy.
+    """
+    if not histories or any(len(history.valid_acc) == 0 for history in histories.values()):
+        raise ValueError("Pass a dict of finished runs, e.g. plot_runs({'ResNet-20': history_20, 'ResNet-56': "
+                         "history_56}), each a History of at least one epoch.")
+    num_epochs = max(len(history.valid_acc) for history in histories.values())
+    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    for index, (name, history) in enumerate(histories.items()):
+        # Hollow markers, each run's of another shape and smaller than the last: equal values stay visible.
+        marker = {"marker": RUN_MARKERS[index % len(RUN_MARKERS)], "markersize": max(4.0, 10.0 - 3.0 * index),
+                  "fillstyle": "none", "markeredgewidth": 1.5}
+        epochs = np.arange(1, len(history.valid_acc) + 1)
+        for values, style, width, part in ((history.train_acc, "--", 1.2, "training"),
+                                           (history.valid_acc, "-", 2.2, "validation")):
+            values = 100 - np.asarray(values, dtype=float) if error else values
+            ax.plot(epochs, values, style, linewidth=width, color=f"C{index}", label=f"{name}: {part}",
+                    **(marker if num_epochs < FEW_POINTS else {}))
+    plotted = [value for line in ax.lines for value in line.get_ydata()]
+    label_epoch_axes(ax, num_epochs, plotted, "Error (%)" if error else "Accuracy (%)", "runs")
+    ax.legend(fontsize=TEXT_SIZE - 2)
     return fig
 
 

@@ -17,6 +17,7 @@ from helpers import (
     ImageRecipe,
     plot_accuracy,
     plot_confusion_matrix,
+    plot_runs,
     plot_training_loss,
     show_examples,
 )
@@ -115,6 +116,28 @@ def test_long_runs_have_whole_number_epoch_ticks_and_no_caveat():
 def test_accuracy_legend_says_augmented_only_when_the_batches_were(augmented, label):
     ax = plot_accuracy(a_history(augmented=augmented)).axes[0]
     assert [text.get_text() for text in ax.get_legend().get_texts()][:2] == [label, "Validation"]
+
+
+def test_runs_compared_stay_apart_where_their_points_coincide():
+    same = History(train_acc=[10.0], valid_acc=[5.0], iter_per_epoch=3, best_epoch=1)
+    ax = plot_runs({"ResNet-20": same, "ResNet-56": same}).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["ResNet-20: training", "ResNet-20: validation",
+                                                       "ResNet-56: training", "ResNet-56: validation"]
+    assert [line.get_linestyle() for line in ax.lines[:2]] == ["--", "-"]
+    (first, second) = ax.lines[1], ax.lines[3]  # the two validation points, at the same place
+    assert first.get_color() != second.get_color() and first.get_marker() != second.get_marker()
+    assert first.get_markersize() > second.get_markersize() and first.get_fillstyle() == "none"  # both seen
+    assert "One epoch" in ax.get_title(loc="left") and list(tick_values(ax.xaxis)) == [1]
+
+
+def test_runs_compared_as_errors_over_many_epochs():
+    runs = {"plain-20": a_history(num_epochs=20), "ResNet-20": a_history(num_epochs=12)}
+    ax = plot_runs(runs, error=True).axes[0]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), 100 - np.asarray(runs["plain-20"].valid_acc))
+    assert ax.get_ylabel() == "Error (%)" and ax.get_title(loc="left") == ""
+    assert all(float(tick).is_integer() for tick in tick_values(ax.xaxis)) and ax.get_xlim()[1] == 20.5
+    with pytest.raises(ValueError, match="Pass a dict of finished runs"):
+        plot_runs({"empty": History()})
 
 
 def test_curves_of_an_empty_history_say_what_is_wrong():
