@@ -25,6 +25,7 @@ from .figure_parts import (
 )
 
 FEW_POINTS = 50  # fewer points than this are drawn with markers: a short run's few values would not show as a line
+CURVE_INCHES = (7, 4.2)  # a curve plot at a notebook's width, with room for a two-line note above
 RUN_MARKERS = "osD^v"  # one shape per run, so that runs stay apart where their points coincide
 
 
@@ -44,7 +45,7 @@ def plot_training_loss(history, averaging_iterations: int = 100, iter_per_epoch:
                          "after at least one epoch.")
     iter_per_epoch = iter_per_epoch or getattr(history, "iter_per_epoch", 0)
     few = len(losses) < FEW_POINTS
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=CURVE_INCHES, layout="constrained")
     # A short run's points are drawn last: the running average must not hide them.
     ax.plot(np.arange(1, len(losses) + 1), losses, color="tab:blue", alpha=0.8 if few else 0.3, linewidth=1,
             marker="o" if few else None, markersize=5, zorder=3 if few else 1, label="Minibatch loss")
@@ -76,7 +77,7 @@ def plot_accuracy(history) -> Figure:
                          "after at least one epoch.")
     epochs = np.arange(1, len(history.valid_acc) + 1)
     marker = "o" if len(epochs) < FEW_POINTS else None
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=CURVE_INCHES, layout="constrained")
     ax.plot(epochs, history.train_acc, marker=marker, color="tab:blue", label=training_label(history))
     ax.plot(epochs, history.valid_acc, marker=marker, color="tab:orange", label="Validation")
     if history.best_epoch:
@@ -108,7 +109,7 @@ def plot_runs(histories: dict, *, error: bool = False) -> Figure:
         raise ValueError("Pass a dict of finished runs, e.g. plot_runs({'ResNet-20': history_20, 'ResNet-56': "
                          "history_56}), each a History of at least one epoch.")
     num_epochs = max(len(history.valid_acc) for history in histories.values())
-    fig, ax = plt.subplots(figsize=(7, 4.2), layout="constrained")
+    fig, ax = plt.subplots(figsize=CURVE_INCHES, layout="constrained")
     for index, (name, history) in enumerate(histories.items()):
         # Hollow markers, each run's of another shape and smaller than the last: equal values stay visible.
         marker = {"marker": RUN_MARKERS[index % len(RUN_MARKERS)], "markersize": max(4.0, 10.0 - 3.0 * index),
