@@ -18,6 +18,7 @@ from .figure_parts import (
     EXAMPLE_COLUMNS,
     TEXT_SIZE,
     draw_image,
+    draw_map,
     image_grid,
     label_row,
     pictures,
@@ -139,7 +140,7 @@ def show_first_layer_filters(model_or_conv: nn.Module, max_filters: int = 64) ->
     columns = min(8, len(kernels))
     fig, axes = image_grid(rows_for(len(kernels), columns), columns, panel_inches=0.9, title_lines=0)
     for ax, kernel in zip(axes.flat, kernels.numpy()):
-        ax.imshow(kernel, cmap="gray" if kernel.ndim == 2 else None, interpolation="nearest")
+        draw_map(ax, kernel, cmap="gray")  # a colour kernel (H, W, 3) is drawn in its own colours
     shown = f", the first {len(kernels)} shown" if len(kernels) < out_channels else ""
     channel_note = "" if in_channels in (1, 3) else f" (input channel 1 of {in_channels})"
     set_figure_title(fig, f"{name}: {out_channels} filters of {in_channels}x{height}x{width}{shown}{channel_note}")
@@ -203,7 +204,7 @@ def show_feature_maps(model, data_loader, layers=None, num_channels: int = 8) ->
         maps = output[0]
         # Many channels are nearly silent for any one image; the most active ones show what it excites.
         for ax, channel in zip(row, maps.mean(dim=(1, 2)).argsort(descending=True)[:num_channels].tolist()):
-            ax.imshow(maps[channel].numpy(), cmap="viridis")
+            draw_map(ax, maps[channel].numpy(), cmap="viridis")
         label_row(row[0], "{}\n{} x {} x {}".format(name, *maps.shape))
     set_figure_title(fig, f"Feature maps: the {num_channels} most active channels after each layer\n"
                           "(labelled channels x height x width; each map scaled to its own range)", data_loader)

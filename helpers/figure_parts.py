@@ -62,6 +62,23 @@ def draw_image(ax, picture: np.ndarray, grey: bool = False) -> None:
         ax.imshow(picture @ np.array([0.299, 0.587, 0.114]), cmap="gray", vmin=0, vmax=1)
     else:
         ax.imshow(picture)
+    frame(ax)
+
+
+def draw_map(ax, values: np.ndarray, cmap: str) -> None:
+    """A feature map or a one-channel kernel, stretched to its own range, pixel for pixel."""
+    ax.imshow(values, cmap=cmap, interpolation="nearest")
+    frame(ax)
+
+
+def frame(ax) -> None:
+    """A thin grey frame round a panel without ticks, so that a white image does not melt into the page."""
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set_color("0.75")
+        spine.set_linewidth(0.8)
 
 
 def image_grid(rows: int, columns: int, *, panel_inches: float = 2.3, title_lines: int = 1, pairs: bool = False,
@@ -90,12 +107,7 @@ def image_grid(rows: int, columns: int, *, panel_inches: float = 2.3, title_line
 
 
 def label_row(ax, text: str) -> None:
-    """A label left of a row of panels, on the row's first panel (its axis stays invisible)."""
-    ax.set_axis_on()
-    ax.set_xticks([])
-    ax.set_yticks([])
-    for spine in ax.spines.values():
-        spine.set_visible(False)
+    """A label left of a row of panels, on the row's first panel (drawn, and so framed, before)."""
     ax.set_ylabel(text, rotation=0, ha="right", va="center", fontsize=TEXT_SIZE)
 
 
