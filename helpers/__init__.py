@@ -37,7 +37,7 @@ from .explain import (
 from .gradcam import grad_cam
 from .history import History
 from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist
-from .plotting import plot_accuracy, plot_confusion_matrix, plot_training_loss, show_examples
+from .plotting import plot_accuracy, plot_confusion_matrix, plot_runs, plot_training_loss, show_examples
 from .recipe import ImageRecipe, compute_channel_stats, unnormalize
 from .reproducibility import set_all_seeds, set_deterministic
 from .summary import count_multiply_adds, count_parameters, layer_summary
@@ -55,6 +55,6 @@ __all__ = [
     "compute_confusion_matrix", "count_multiply_adds", "count_parameters", "draw_residual_block", "evaluate",
     "get_dataloaders", "get_dataloaders_cifar10", "get_dataloaders_fashion_mnist", "get_dataloaders_mnist",
     "get_device", "in_colab", "is_smoke_test", "layer_summary", "load_dataset", "plot_accuracy",
-    "plot_confusion_matrix", "plot_training_loss", "print_run_mode", "run_checkpoint_path",
+    "plot_confusion_matrix", "plot_runs", "plot_training_loss", "print_run_mode", "run_checkpoint_path",
     "set_all_seeds", "set_deterministic", "show_examples", "train_model", "unnormalize",
 ]

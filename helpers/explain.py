@@ -1,23 +1,33 @@
 """What a trained network learned and where it fails: confused pairs, confident mistakes, filters,
-feature maps and Grad-CAM overlays. Every figure is a new one; the model is left as it was."""
+feature maps and Grad-CAM overlays. Every figure is a new one, returned; the model is left as it was."""
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import NamedTuple
 
-import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure
 from torch import nn
 
 from . import loaders
 from .evaluation import eval_mode, model_device
+from .figure_parts import (
+    EXAMPLE_COLUMNS,
+    TEXT_SIZE,
+    draw_image,
+    draw_map,
+    image_grid,
+    label_row,
+    pictures,
+    rows_for,
+    set_figure_title,
+)
 from .gradcam import find_layer, forward_hook, grad_cam, require_convolution
-from .plotting import draw_image, loader_mean_std
-from .recipe import unnormalize
+
+HEAT_MAP_COLOURS = "inferno"  # perceptually uniform: equal steps of evidence look like equal steps of colour
 
 
 class ConfusedPair(NamedTuple):
@@ -27,13 +37,13 @@ class ConfusedPair(NamedTuple):
     share_of_class: float  # of the images of the true class
 
 
-def most_confused_pairs(conf_mat, class_names, k: int = 5, show: bool = True) -> list[ConfusedPair]:
+def most_confused_pairs(conf_mat, classes, k: int = 5, show: bool = True) -> list[ConfusedPair]:
     """The k largest off-diagonal cells of a confusion matrix (rows true, columns predicted), largest first."""
     conf_mat = np.asarray(conf_mat.cpu() if isinstance(conf_mat, torch.Tensor) else conf_mat)
     num_classes = len(conf_mat)
-    if conf_mat.shape != (num_classes, num_classes) or len(class_names) != num_classes:
+    if conf_mat.shape != (num_classes, num_classes) or len(classes) != num_classes:
         raise ValueError(f"Expected a square matrix with one row per class name; got shape {conf_mat.shape} "
-                         f"and {len(class_names)} class names.")
+                         f"and {len(classes)} class names.")
     num_pairs = num_classes * (num_classes - 1)
     if not 1 <= k <= num_pairs:
         raise ValueError(f"k={k}, but a {num_classes}x{num_classes} confusion matrix has {num_pairs} pairs of "
@@ -41,7 +51,7 @@ def most_confused_pairs(conf_mat, class_names, k: int = 5, show: bool = True) ->
     off_diagonal = np.where(np.eye(num_classes, dtype=bool), -np.inf, conf_mat.astype(float))
     largest = np.argsort(-off_diagonal, axis=None, kind="stable")[:k]  # ties: in reading order
     class_sizes = conf_mat.sum(axis=1)
-    pairs = [ConfusedPair(class_names[true], class_names[guess], conf_mat[true, guess].item(),
+    pairs = [ConfusedPair(classes[true], classes[guess], conf_mat[true, guess].item(),
                           conf_mat[true, guess] / max(class_sizes[true], 1))
              for true, guess in zip(*np.unravel_index(largest, conf_mat.shape))]
     if show:
@@ -65,17 +75,12 @@ def check_num_examples(num_examples: int) -> None:
         raise ValueError(f"num_examples must be at least 1 (got {num_examples}).")
 
 
-def display_images(images: torch.Tensor, mean, std) -> np.ndarray:
-    """Normalised images (N, C, H, W) as pictures (N, H, W, C) in [0, 1]."""
-    return unnormalize(images.detach().float().cpu(), mean, std).permute(0, 2, 3, 1).numpy()
-
-
-def confident_mistakes(model: nn.Module, loader, num_examples: int):
+def confident_mistakes(model: nn.Module, data_loader, num_examples: int):
     """(images, true classes, predicted classes, probabilities) of the most confident wrong predictions."""
     device = model_device(model)
     kept = None
     with eval_mode(model):
-        for features, targets in loader:
+        for features, targets in data_loader:
             probabilities = F.softmax(model(features.to(device)).float(), dim=1)
             confidence, predicted = (tensor.cpu() for tensor in probabilities.max(dim=1))
             wrong = predicted != targets.cpu()
@@ -86,30 +91,28 @@ def confident_mistakes(model: nn.Module, loader, num_examples: int):
     return kept
 
 
-def show_confident_mistakes(model, loader, num_examples: int = 10, mean=None, std=None, classes=None) -> None:
-    """The wrong predictions made with the highest probability: image, true class, predicted class."""
+def show_confident_mistakes(model, data_loader, *, num_examples: int = 8, classes=None) -> Figure | None:
+    """The wrong predictions made with the highest probability: image, true class, predicted class.
+
+    Returns the figure, or None (and says so) when the model makes no mistake on this loader.
+    """
     check_num_examples(num_examples)
-    classes = classes or loaders.class_names(loader)
-    if mean is None:
-        mean, std = loader_mean_std(loader)
-    found = confident_mistakes(model, loader, num_examples)
+    classes = classes or loaders.class_names(data_loader)
+    found = confident_mistakes(model, data_loader, num_examples)
     if found is None or len(found[0]) == 0:
         print("No mistakes: the model classifies every image of this loader correctly.")
-        return
+        return None
     images, true_classes, predicted_classes, probabilities = found
-    columns = 5
-    rows = math.ceil(len(images) / columns)
-    # Constrained layout: tight_layout lets two-line titles overlap the row above when there is a suptitle.
-    fig, axes = plt.subplots(rows, columns, figsize=(2 * columns, 2.4 * rows + 0.4), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, true, guess, probability in zip(axes.flat, display_images(images, mean, std),
-                                                   true_classes.tolist(), predicted_classes.tolist(),
-                                                   probabilities.tolist()):
-        draw_image(ax, image)
-        ax.set_title(f"P: {classes[guess]} ({probability:.0%})\nT: {classes[true]}", fontsize=9, color="red")
-    fig.suptitle(f"The {len(images)} most confident mistakes (P: predicted with its probability, T: true)")
+    columns = min(EXAMPLE_COLUMNS, len(images))
+    fig, axes = image_grid(rows_for(len(images), columns), columns, title_lines=2)
+    for ax, picture, true, guess, probability in zip(axes.flat, pictures(images, data_loader),
+                                                     true_classes.tolist(), predicted_classes.tolist(),
+                                                     probabilities.tolist()):
+        draw_image(ax, picture)
+        ax.set_title(f"P: {classes[guess]} ({probability:.0%})\nT: {classes[true]}", fontsize=TEXT_SIZE, color="red")
+    set_figure_title(fig, f"The {len(images)} most confident mistakes (P: predicted, with its probability; T: true)",
+                     data_loader)
+    return fig
 
 
 def first_convolution(model_or_conv: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -123,7 +126,7 @@ def first_convolution(model_or_conv: nn.Module) -> tuple[str, nn.Conv2d]:
                      "model, or its first convolution (e.g. model.conv1 or model.features[0]).")
 
 
-def show_first_layer_filters(model_or_conv: nn.Module, max_filters: int = 64) -> None:
+def show_first_layer_filters(model_or_conv: nn.Module, max_filters: int = 64) -> Figure:
     """The first convolution's kernels as small images: colour for RGB input, grey for one channel."""
     name, conv = first_convolution(model_or_conv)
     kernels = conv.weight.detach().float().cpu()[:max_filters]
@@ -135,16 +138,13 @@ def show_first_layer_filters(model_or_conv: nn.Module, max_filters: int = 64) ->
     high = kernels.amax(dim=tuple(range(1, kernels.dim())), keepdim=True)
     kernels = torch.where(high > low, (kernels - low) / (high - low), torch.full_like(kernels, 0.5))
     columns = min(8, len(kernels))
-    rows = math.ceil(len(kernels) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(1.1 * columns, 1.1 * rows + 0.6), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
+    fig, axes = image_grid(rows_for(len(kernels), columns), columns, panel_inches=0.9, title_lines=0)
     for ax, kernel in zip(axes.flat, kernels.numpy()):
-        ax.imshow(kernel, cmap="gray" if kernel.ndim == 2 else None, interpolation="nearest")
+        draw_map(ax, kernel, cmap="gray")  # a colour kernel (H, W, 3) is drawn in its own colours
     shown = f", the first {len(kernels)} shown" if len(kernels) < out_channels else ""
     channel_note = "" if in_channels in (1, 3) else f" (input channel 1 of {in_channels})"
-    fig.suptitle(f"{name}: {out_channels} filters of {in_channels}x{height}x{width}{shown}{channel_note}")
-    fig.tight_layout()
+    set_figure_title(fig, f"{name}: {out_channels} filters of {in_channels}x{height}x{width}{shown}{channel_note}")
+    return fig
 
 
 def default_stages(model: nn.Module) -> list[str]:
@@ -182,54 +182,60 @@ def layer_outputs(model: nn.Module, images: torch.Tensor, layers) -> dict[str, t
     return {name: outputs[name].cpu() for name, _ in found}
 
 
-def show_feature_maps(model, image: torch.Tensor, layers=None, num_channels: int = 8, mean=None, std=None) -> None:
-    """One image's activations after each stage: its most active channels, titled channels x height x width."""
-    image = image if image.dim() == 4 else image.unsqueeze(0)
-    outputs = layer_outputs(model, image[:1], layers or default_stages(model))
-    fig, axes = plt.subplots(1 + len(outputs), num_channels, squeeze=False,
-                             figsize=(1.4 * num_channels, 1.6 * (1 + len(outputs))))
-    for ax in axes.flat:
-        ax.axis("off")
-    draw_image(axes[0, 0], display_images(image[:1], mean, std)[0])
-    axes[0, 0].set_title("input: {} x {} x {}".format(*image.shape[1:]), loc="left", fontsize=9)
+def first_image(data_loader) -> torch.Tensor:
+    """The first image of a loader's first batch, as a batch of one."""
+    if isinstance(data_loader, torch.Tensor):
+        raise TypeError("Pass the loader, not an image: the figure shows the first image of the loader's first "
+                        "batch and un-normalises it with the loader's own mean and std, e.g. "
+                        "show_feature_maps(model, test_loader).")
+    images, _ = next(iter(data_loader))
+    return images[:1]
+
+
+def show_feature_maps(model, data_loader, layers=None, num_channels: int = 8) -> Figure:
+    """The first image of the loader's first batch on its way through the model: after each stage (or each of
+    `layers`), its most active channels, labelled channels x height x width."""
+    image = first_image(data_loader)
+    outputs = layer_outputs(model, image, layers or default_stages(model))
+    fig, axes = image_grid(1 + len(outputs), num_channels, panel_inches=1.1, title_lines=0, extra_width=1.3)
+    draw_image(axes[0, 0], pictures(image, data_loader)[0])
+    label_row(axes[0, 0], "input\n{} x {} x {}".format(*image.shape[1:]))
     for row, (name, output) in zip(axes[1:], outputs.items()):
         maps = output[0]
         # Many channels are nearly silent for any one image; the most active ones show what it excites.
         for ax, channel in zip(row, maps.mean(dim=(1, 2)).argsort(descending=True)[:num_channels].tolist()):
-            ax.imshow(maps[channel].numpy(), cmap="viridis")
-        row[0].set_title("{}: {} x {} x {}".format(name, *maps.shape), loc="left", fontsize=9)
-    fig.suptitle("Feature maps (channels x height x width), the most active channels of each layer")
-    fig.tight_layout()
+            draw_map(ax, maps[channel].numpy(), cmap="viridis")
+        label_row(row[0], "{}\n{} x {} x {}".format(name, *maps.shape))
+    set_figure_title(fig, f"Feature maps: the {num_channels} most active channels after each layer\n"
+                          "(labelled channels x height x width; each map scaled to its own range)", data_loader)
+    return fig
 
 
-def show_grad_cam(model, loader, layer, num_examples: int = 8, mean=None, std=None, classes=None) -> None:
-    """The first test images beside their Grad-CAM heat maps for the predicted class, at the given layer."""
+def show_grad_cam(model, data_loader, layer, *, num_examples: int = 8, classes=None) -> Figure:
+    """The first images of the loader's first batch, each beside its Grad-CAM heat map for the predicted class."""
     check_num_examples(num_examples)
     name, layer = find_layer(model, layer)
     require_convolution(name, layer)
-    classes = classes or loaders.class_names(loader)
-    if mean is None:
-        mean, std = loader_mean_std(loader)
-    features, targets = next(iter(loader))
+    classes = classes or loaders.class_names(data_loader)
+    features, targets = next(iter(data_loader))
     features, targets = features[:num_examples], targets[:num_examples].tolist()
     heat_maps = grad_cam(model, features, layer).numpy()
     with eval_mode(model):
         probabilities = F.softmax(model(features.to(model_device(model))).float(), dim=1).cpu()
     confidence, predicted = probabilities.max(dim=1)
-    per_row = 4
-    rows = math.ceil(len(features) / per_row)
-    fig, axes = plt.subplots(rows, 2 * per_row, figsize=(2 * 2 * per_row, 2.3 * rows + 0.4), squeeze=False,
-                             layout="constrained")
-    for ax in axes.flat:
-        ax.axis("off")
-    pictures = display_images(features, mean, std)
-    for index, (picture, heat_map, true) in enumerate(zip(pictures, heat_maps, targets)):
-        image_ax, overlay_ax = axes.flat[2 * index], axes.flat[2 * index + 1]
+    pairs_per_row = min(2, len(features))
+    fig, axes = image_grid(rows_for(len(features), pairs_per_row), 2 * pairs_per_row, pairs=True, extra_width=1.0)
+    panels = axes.reshape(-1, 2)  # one row per pair: (image, heat map)
+    for (image_ax, overlay_ax), picture, heat_map, true, guess, probability in zip(
+            panels, pictures(features, data_loader), heat_maps, targets, predicted.tolist(), confidence.tolist()):
         draw_image(image_ax, picture)
-        image_ax.set_title(f"T: {classes[true]}", fontsize=9)
-        draw_image(overlay_ax, picture)
-        overlay_ax.imshow(heat_map, cmap="jet", alpha=0.5, vmin=0, vmax=1)
-        guess = predicted[index].item()
-        overlay_ax.set_title(f"P: {classes[guess]} ({confidence[index]:.0%})", fontsize=9,
+        image_ax.set_title(f"T: {classes[true]}", fontsize=TEXT_SIZE)
+        draw_image(overlay_ax, picture, grey=True)  # in grey, so that every colour on it is the heat map's
+        overlay = overlay_ax.imshow(heat_map, cmap=HEAT_MAP_COLOURS, alpha=0.55, vmin=0, vmax=1)
+        overlay_ax.set_title(f"P: {classes[guess]} ({probability:.0%})", fontsize=TEXT_SIZE,
                              color="black" if guess == true else "red")
-    fig.suptitle(f"Grad-CAM at {name!r}: where the evidence for the predicted class (P) lies")
+    colour_bar = fig.colorbar(overlay, ax=axes, shrink=0.6)  # every heat map has the same colours and range
+    colour_bar.set_label("Grad-CAM: evidence for P (1: the image's strongest)", fontsize=TEXT_SIZE)
+    set_figure_title(fig, f"Grad-CAM at {name!r}: each image (T: true class) beside where the evidence for the "
+                          "predicted class P lies\n(red: a wrong prediction)", data_loader)
+    return fig

@@ -22,21 +22,26 @@ def count_parameters(model: torch.nn.Module, trainable_only: bool = True) -> int
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
 
 
-def layer_summary(model: torch.nn.Module, input_shape, show: bool = True) -> list[LayerRow]:
-    """Run one input of input_shape (C, H, W) through the model and list each layer's output.
+def layer_summary(model: torch.nn.Module, input_shape, *, depth: int | None = None,
+                  show: bool = True) -> list[LayerRow]:
+    """Run one input of input_shape (C, H, W) through the model and list each layer's output shape and parameters.
 
-    Only layers without sub-layers are listed, in the order they run; the model is left unchanged.
+    depth=None lists every layer without sub-layers; depth=1 the model's top-level parts (a ResNet's stem
+    layers and its stages), depth=2 one level further (a ResNet's blocks), and so on, each with the
+    parameters of everything inside it. Rows come in the order the layers run; the model is left unchanged.
     """
+    if depth is not None and (isinstance(depth, bool) or not isinstance(depth, int) or depth < 1):
+        raise ValueError(f"depth must be None (every layer) or a whole number of at least 1: 1 for the top-level "
+                         f"parts, 2 for the parts inside them (got {depth!r}).")
     rows: list[LayerRow] = []
     names = {module: name for name, module in model.named_modules()}
 
     def record(module, _inputs, output):
         if isinstance(output, torch.Tensor):
-            params = sum(p.numel() for p in module.parameters(recurse=False))
-            rows.append(LayerRow(names[module], type(module).__name__, tuple(output.shape[1:]), params))
+            rows.append(LayerRow(names[module], type(module).__name__, tuple(output.shape[1:]),
+                                 count_parameters(module, trainable_only=False)))
 
-    leaves = [m for m in model.modules() if not list(m.children())]
-    handles = [m.register_forward_hook(record) for m in leaves]
+    handles = [module.register_forward_hook(record) for module in _listed_modules(model, depth)]
     try:
         with eval_mode(model):
             model(_one_blank_image(model, input_shape))
@@ -48,14 +53,27 @@ def layer_summary(model: torch.nn.Module, input_shape, show: bool = True) -> lis
     return rows
 
 
+def _listed_modules(model: torch.nn.Module, depth: int | None) -> list[torch.nn.Module]:
+    """The modules a summary lists: those without sub-layers, or those `depth` levels down (and shallower leaves)."""
+    listed = []
+    for name, module in model.named_modules():
+        leaf = next(module.children(), None) is None
+        level = name.count(".") + 1 if name else 0
+        if leaf if depth is None else level == depth or (leaf and level < depth):
+            listed.append(module)
+    return listed
+
+
 def _print_rows(rows: list[LayerRow], input_shape, total: int) -> None:
-    width = max(len(f"{r.name} ({r.kind})") for r in rows)
-    print(f"{'input':<{width}}  {str(tuple(input_shape)):<18}")
-    for row in rows:
-        label = f"{row.name} ({row.kind})"
+    labels = [f"{row.name} ({row.kind})" for row in rows]
+    width = max(len("Layer (type)"), *(len(label) for label in labels))
+    header = f"{'Layer (type)':<{width}}  {'Output shape':<18} {'Parameters':>12}"
+    lines = [header, "-" * len(header), f"{'input':<{width}}  {tuple(input_shape)}"]
+    for label, row in zip(labels, rows):
         params = f"{row.num_params:,}" if row.num_params else ""
-        print(f"{label:<{width}}  {str(row.output_shape):<18} {params:>12}")
-    print(f"{'Total parameters':<{width}}  {'':<18} {total:>12,}")
+        lines.append(f"{label:<{width}}  {str(row.output_shape):<18} {params:>12}".rstrip())
+    lines += ["-" * len(header), f"{'Total parameters':<{width}}  {'':<18} {total:>12,}"]
+    print("\n".join(lines))
 
 
 def count_multiply_adds(model: torch.nn.Module, input_shape) -> int:

@@ -112,10 +112,20 @@ def normalised(images: torch.Tensor) -> torch.Tensor:
     return (images.float() / 255 - mean) / std
 
 
-def shown_images(fig=None) -> list[np.ndarray]:
+def shown_images(fig) -> list[np.ndarray]:
     """The pictures (not the heat maps) drawn in a figure's panels, in order."""
-    fig = fig or plt.gcf()
     return [np.asarray(ax.images[0].get_array()) for ax in fig.axes if ax.images]
+
+
+def figure_title(fig) -> str:
+    """The figure's title (its suptitle, the one figure-level text)."""
+    (title,) = (text.get_text() for text in fig.texts)
+    return title
+
+
+def batch_of(images: torch.Tensor) -> list:
+    """The simplest loader: one batch of the given images, all labelled 0."""
+    return [(images, torch.zeros(len(images), dtype=torch.long))]
 
 
 # --------------------------------------------------------------------------- most confused pairs
@@ -292,7 +302,7 @@ def every_helper(model, loader):
     images = next(iter(loader))[0]
     grad_cam(model, images, "features.7")
     show_grad_cam(model, loader, "features.7", num_examples=3)
-    show_feature_maps(model, images[0])
+    show_feature_maps(model, loader)
     show_confident_mistakes(model, loader, num_examples=3)
     show_first_layer_filters(model)
 
@@ -319,8 +329,8 @@ class BrokenLoader:
 @pytest.mark.parametrize("call", [
     lambda model: grad_cam(model, torch.randn(2, 5, 32, 32), "features.7"),
     lambda model: grad_cam(model, torch.randn(2, 3, 32, 32), "features.7", target=99),
-    lambda model: show_feature_maps(model, torch.randn(3, 32, 32), layers=["features.2", "classifier"]),
-    lambda model: show_feature_maps(model, torch.randn(5, 32, 32)),
+    lambda model: show_feature_maps(model, batch_of(torch.randn(1, 3, 32, 32)), layers=["features.2", "classifier"]),
+    lambda model: show_feature_maps(model, batch_of(torch.randn(1, 5, 32, 32))),
     lambda model: show_confident_mistakes(model, BrokenLoader()),
 ])
 def test_helpers_leave_the_model_as_it_was_also_when_they_raise(call):
@@ -343,23 +353,56 @@ def test_grad_cam_on_cuda_matches_the_cpu():
 # --------------------------------------------------------------------------- figures, with both pipelines
 
 
+def luminance(pictures: np.ndarray) -> np.ndarray:
+    return pictures @ np.array([0.299, 0.587, 0.114])
+
+
 @pytest.mark.parametrize("pipeline", ["device", "classic"])
 def test_grad_cam_figure_shows_the_loader_images_unnormalised(pipeline):
     data = image_data()
     model = mini_vgg()
-    show_grad_cam(model, loader_of(pipeline, data), "features.7", num_examples=5)
-    fig = plt.gcf()
+    fig = show_grad_cam(model, loader_of(pipeline, data), "features.7", num_examples=5)
     pictures = shown_images(fig)
     assert len(pictures) == 10  # each image beside its overlay
     expected = data.test_images[:5].permute(0, 2, 3, 1).float().numpy() / 255
     np.testing.assert_allclose(np.stack(pictures[0::2]), expected, atol=1e-5)
-    np.testing.assert_allclose(np.stack(pictures[1::2]), expected, atol=1e-5)  # under the heat map
+    # Under the heat map in grey, so that the only colours there are the heat map's.
+    np.testing.assert_allclose(np.stack(pictures[1::2]), luminance(expected), atol=1e-5)
     heat_maps = [np.asarray(ax.images[1].get_array()) for ax in fig.axes if len(ax.images) == 2]
     np.testing.assert_allclose(np.stack(heat_maps), grad_cam(model, normalised(data.test_images[:5]),
                                                              "features.7").numpy(), atol=1e-4)
     titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles[0] == f"T: {CLASSES[data.test_labels[0]]}" and titles[1].startswith("P: ")
-    assert "'features.7'" in fig._suptitle.get_text()
+    assert "'features.7'" in figure_title(fig)
+
+
+def test_grad_cam_figure_reads_as_pairs_with_a_uniform_colour_map_and_a_colour_bar():
+    fig = show_grad_cam(mini_vgg(), loader_of(), "features.7", num_examples=4)
+    heat_maps = [ax.images[1] for ax in fig.axes if len(ax.images) == 2]
+    assert len(heat_maps) == 4
+    for heat_map in heat_maps:  # one colour scale for all: one colour bar reads every map
+        assert heat_map.get_cmap().name == "inferno" and 0 < heat_map.get_alpha() < 1
+        assert heat_map.get_clim() == (0, 1)
+    (colour_bar,) = [heat_map.colorbar for heat_map in heat_maps if heat_map.colorbar is not None]
+    assert colour_bar.ax.get_ylabel().startswith("Grad-CAM")
+    fig.canvas.draw()
+    first_pair = [ax.get_position() for ax in fig.axes[:2]]
+    second_pair_image = fig.axes[2].get_position()
+    inside_gap = first_pair[1].x0 - first_pair[0].x1
+    between_pairs = second_pair_image.x0 - first_pair[1].x1
+    assert first_pair[0].y0 == pytest.approx(second_pair_image.y0)  # two pairs side by side
+    assert between_pairs > 3 * max(inside_gap, 0.002)  # a pair's two panels sit together, apart from the next pair
+    assert all(ax.title.get_fontsize() >= 11 for ax in fig.axes[:8])
+    assert fig.get_size_inches()[0] <= 10  # a notebook shows it at full size
+
+
+def test_figures_of_synthetic_images_say_so_in_their_title():
+    loader, model = loader_of(), mini_vgg()
+    loader.synthetic = True  # what the loaders say when the dataset was replaced by synthetic images
+    for fig in (show_grad_cam(model, loader, "features.7", num_examples=2), show_feature_maps(model, loader),
+                show_confident_mistakes(model, loader, num_examples=2)):
+        assert figure_title(fig).startswith("Synthetic stand-in images")
+    assert not figure_title(show_first_layer_filters(model)).startswith("Synthetic")  # weights, not images
 
 
 @pytest.mark.parametrize("pipeline", ["device", "classic"])
@@ -371,11 +414,11 @@ def test_confident_mistakes_are_the_wrong_predictions_with_the_highest_probabili
     wrong = (predicted != data.test_labels).nonzero().flatten()
     expected = wrong[confidence[wrong].argsort(descending=True)][:4]
 
-    show_confident_mistakes(model, loader_of(pipeline, data), num_examples=4)
-    titles = [ax.get_title() for ax in plt.gcf().axes if ax.get_title()]
+    fig = show_confident_mistakes(model, loader_of(pipeline, data), num_examples=4)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert titles == [f"P: {CLASSES[predicted[i]]} ({confidence[i]:.0%})\nT: {CLASSES[data.test_labels[i]]}"
                       for i in expected.tolist()]
-    np.testing.assert_allclose(np.stack(shown_images()),
+    np.testing.assert_allclose(np.stack(shown_images(fig)),
                                data.test_images[expected].permute(0, 2, 3, 1).float().numpy() / 255, atol=1e-5)
 
 
@@ -385,7 +428,7 @@ def test_confident_mistakes_of_a_perfect_model_says_so(capsys):
     perfect = nn.Sequential(nn.Flatten(), nn.Linear(10, 10))
     with torch.no_grad():
         perfect[1].weight.copy_(torch.eye(10))
-    show_confident_mistakes(perfect, [(one_hot_images, labels)], classes=CLASSES)
+    assert show_confident_mistakes(perfect, [(one_hot_images, labels)], classes=CLASSES) is None
     assert "No mistakes" in capsys.readouterr().out and not plt.get_fignums()
 
 
@@ -402,8 +445,7 @@ def test_num_examples_must_be_positive():
     (nn.Conv2d(1, 16, 5), (5, 5)),  # one input channel: grey
 ])
 def test_first_layer_filters_are_drawn_each_scaled_to_its_range(conv, shape):
-    show_first_layer_filters(conv)
-    kernels = shown_images()
+    kernels = shown_images(show_first_layer_filters(conv))
     assert len(kernels) == conv.out_channels and all(kernel.shape == shape for kernel in kernels)
     weight = conv.weight.detach()[5]
     weight = weight.permute(1, 2, 0) if weight.shape[0] == 3 else weight[0]
@@ -412,40 +454,48 @@ def test_first_layer_filters_are_drawn_each_scaled_to_its_range(conv, shape):
 
 
 def test_first_layer_filters_of_a_model_are_its_first_convolution():
-    show_first_layer_filters(resnet18(), max_filters=16)
-    assert len(shown_images()) == 16
-    assert plt.gcf()._suptitle.get_text() == "conv1: 64 filters of 3x7x7, the first 16 shown"
-    show_first_layer_filters(d2l_resnet18())
-    assert plt.gcf()._suptitle.get_text().startswith("0.0: 64 filters of 1x7x7")
+    fig = show_first_layer_filters(resnet18(), max_filters=16)
+    assert len(shown_images(fig)) == 16
+    assert figure_title(fig) == "conv1: 64 filters of 3x7x7, the first 16 shown"
+    assert figure_title(show_first_layer_filters(d2l_resnet18())).startswith("0.0: 64 filters of 1x7x7")
     with pytest.raises(ValueError, match="not a convolution and contains none"):
         show_first_layer_filters(nn.Linear(3, 4))
 
 
-def feature_map_titles() -> list[str]:
-    return [ax.get_title(loc="left") for ax in plt.gcf().axes if ax.get_title(loc="left")]
+def row_labels(fig) -> list[str]:
+    """The labels left of each row of feature maps, with the line break read as a colon."""
+    return [ax.get_ylabel().replace("\n", ": ") for ax in fig.axes if ax.get_ylabel()]
 
 
 def test_feature_maps_of_a_resnet_show_resolution_halving_and_channels_growing():
-    model, image = resnet18(), torch.randn(3, 64, 64)
-    show_feature_maps(model, image, num_channels=4, mean=RECIPE.mean, std=RECIPE.std)
-    assert feature_map_titles() == ["input: 3 x 64 x 64", "layer1: 64 x 16 x 16", "layer2: 128 x 8 x 8",
-                                    "layer3: 256 x 4 x 4", "layer4: 512 x 2 x 2"]
+    model, image = resnet18(), torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    fig = show_feature_maps(model, batch_of(image), num_channels=4)
+    assert row_labels(fig) == ["input: 3 x 64 x 64", "layer1: 64 x 16 x 16", "layer2: 128 x 8 x 8",
+                               "layer3: 256 x 4 x 4", "layer4: 512 x 2 x 2"]
     with torch.no_grad():
-        x = model.eval().maxpool(model.relu(model.bn1(model.conv1(image[None]))))
+        x = model.eval().maxpool(model.relu(model.bn1(model.conv1(image))))
         layer1 = model.layer1(x)[0]
     most_active = layer1.mean(dim=(1, 2)).argmax()
-    np.testing.assert_allclose(shown_images()[1], layer1[most_active].numpy(), atol=1e-5)
+    np.testing.assert_allclose(shown_images(fig)[1], layer1[most_active].numpy(), atol=1e-5)
+
+
+def test_feature_maps_show_the_loader_first_image_unnormalised_and_refuse_a_bare_image():
+    data = image_data()
+    fig = show_feature_maps(mini_vgg(), loader_of(data=data))
+    np.testing.assert_allclose(shown_images(fig)[0], data.test_images[0].permute(1, 2, 0).float().numpy() / 255,
+                               atol=1e-5)
+    with pytest.raises(TypeError, match="Pass the loader, not an image.*show_feature_maps\\(model, test_loader\\)"):
+        show_feature_maps(mini_vgg(), normalised(data.test_images[:1])[0])
 
 
 def test_feature_maps_of_vgg_default_to_its_pools_and_of_d2l_to_the_stages_named():
-    show_feature_maps(mini_vgg(), torch.randn(3, 32, 32))
-    assert feature_map_titles()[1:] == ["features.2: 8 x 16 x 16", "features.6: 16 x 8 x 8",
-                                        "features.9: 16 x 4 x 4"]
-    net = d2l_resnet18()
+    fig = show_feature_maps(mini_vgg(), batch_of(torch.randn(1, 3, 32, 32)))
+    assert row_labels(fig)[1:] == ["features.2: 8 x 16 x 16", "features.6: 16 x 8 x 8", "features.9: 16 x 4 x 4"]
+    net, images = d2l_resnet18(), batch_of(torch.randn(1, 1, 96, 96))
     with pytest.raises(ValueError, match=r"pass layers=\[\.\.\.\].*0, 1, 2, 3, 4, 5, 6, 7"):
-        show_feature_maps(net, torch.randn(1, 96, 96))
-    show_feature_maps(net, torch.randn(1, 96, 96), layers=["0", "1", "2", "3", "4"])
-    assert feature_map_titles()[1:] == ["0: 64 x 24 x 24", "1: 64 x 24 x 24", "2: 128 x 12 x 12",
-                                        "3: 256 x 6 x 6", "4: 512 x 3 x 3"]
+        show_feature_maps(net, images)
+    fig = show_feature_maps(net, images, layers=["0", "1", "2", "3", "4"])
+    assert row_labels(fig)[1:] == ["0: 64 x 24 x 24", "1: 64 x 24 x 24", "2: 128 x 12 x 12",
+                                   "3: 256 x 6 x 6", "4: 512 x 3 x 3"]
     with pytest.raises(ValueError, match="not feature maps"):
-        show_feature_maps(net, torch.randn(1, 96, 96), layers=["7"])
+        show_feature_maps(net, images, layers=["7"])

@@ -1,4 +1,6 @@
-"""Figures draw without warnings, and the running average sits over the iterations it averages."""
+"""Figures draw without warnings and say what their data can and cannot show: the running average sits over
+the iterations it averages, ticks are whole numbers, a one-epoch run says it has no trend, zero cells stay
+blank, synthetic images say so, and row titles keep clear of the images above."""
 
 from __future__ import annotations
 
@@ -8,14 +10,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
+from matplotlib.figure import Figure
 
 from helpers import (
     History,
     ImageRecipe,
-    draw_residual_block,
-    layer_summary,
     plot_accuracy,
     plot_confusion_matrix,
+    plot_runs,
     plot_training_loss,
     show_examples,
 )
@@ -33,10 +35,25 @@ def warnings_are_errors():
     plt.close("all")
 
 
-def a_history(num_epochs=3, iter_per_epoch=40):
-    losses = list(np.linspace(2.3, 0.3, num_epochs * iter_per_epoch))
-    return History(batch_losses=losses, train_acc=[50.0, 70.0, 80.0], valid_acc=[48.0, 69.0, 75.0],
-                   iter_per_epoch=iter_per_epoch, best_epoch=3)
+def a_history(num_epochs=3, iter_per_epoch=40, augmented=None):
+    generator = np.random.default_rng(0)
+    losses = np.linspace(2.3, 0.3, num_epochs * iter_per_epoch) + 0.05 * generator.standard_normal(
+        num_epochs * iter_per_epoch)
+    accuracies = list(np.linspace(50.0, 80.0, num_epochs))
+    return History(batch_losses=list(losses), train_acc=accuracies, valid_acc=[a - 2 for a in accuracies],
+                   iter_per_epoch=iter_per_epoch, best_epoch=num_epochs, augmented=augmented)
+
+
+def figure_titles(fig: Figure) -> list[str]:
+    """The figure-level texts (its suptitle among them)."""
+    return [text.get_text() for text in fig.texts]
+
+
+def tick_values(axis) -> np.ndarray:
+    """The major ticks matplotlib would draw inside the axis's view."""
+    low, high = sorted(axis.get_view_interval())
+    ticks = np.asarray(axis.get_majorticklocs())
+    return ticks[(ticks >= low - 1e-9) & (ticks <= high + 1e-9)]
 
 
 def test_running_average_is_aligned_with_the_window_it_averages():
@@ -51,36 +68,76 @@ def test_running_average_of_fewer_values_than_the_window():
     np.testing.assert_allclose(averages, [3.0])
 
 
-def test_training_loss_plot_has_an_epoch_axis():
-    plot_training_loss(a_history(), averaging_iterations=10)
-    ax = plt.gcf().axes[0]
-    assert len(ax.lines) == 2
-    average = ax.lines[1]
-    assert average.get_xdata()[0] == 10
-    assert any(child.get_xlabel() == "Epochs" for child in ax.child_axes)
+# --------------------------------------------------------------------------- loss and accuracy curves
 
 
-def test_accuracy_plot_draws_both_curves():
-    plot_accuracy(a_history())
-    labels = [line.get_label() for line in plt.gcf().axes[0].lines]
-    assert any("Training" in label for label in labels) and "Validation" in labels
+def test_training_loss_plot_has_a_running_average_and_a_whole_number_epoch_axis():
+    fig = plot_training_loss(a_history(), averaging_iterations=10)
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    minibatch, average = ax.lines
+    assert average.get_xdata()[0] == 10 and average.get_label() == "Running average (10 iterations)"
+    assert ax.get_title(loc="left") == ""  # 120 iterations: a curve to read, no caveat
+    (epochs,) = ax.child_axes
+    assert epochs.get_xlabel() == "Epoch"
+    fig.canvas.draw()
+    np.testing.assert_array_equal(tick_values(epochs.xaxis), [0, 1, 2, 3])
+    assert all(float(tick).is_integer() for tick in tick_values(ax.xaxis))
 
 
-def test_confusion_matrix_plot_is_sized_to_the_classes():
-    plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"], normalize=True)
-    small = plt.gcf()
-    plot_confusion_matrix(torch.eye(10, dtype=torch.long), normalize=False)
-    large = plt.gcf()
-    assert large.get_size_inches()[0] > small.get_size_inches()[0]
-    assert [t.get_text() for t in small.axes[0].texts][:2] == ["5\n100%", "0\n0%"]
-    assert len(large.axes[0].texts) == 100
+def test_a_one_epoch_run_draws_every_point_above_the_rest_and_says_there_is_no_trend():
+    history = History(batch_losses=[2.3, 2.1, 2.2], train_acc=[21.0], valid_acc=[27.5], iter_per_epoch=3,
+                      best_epoch=1)
+    loss_figure = plot_training_loss(history)
+    ax = loss_figure.axes[0]
+    (minibatch,) = ax.lines  # three iterations: no running average of 100 to draw
+    assert minibatch.get_marker() == "o" and minibatch.get_zorder() > 2
+    assert "too short" in ax.get_title(loc="left") and "3 iterations" in ax.get_title(loc="left")
+    np.testing.assert_array_equal(tick_values(ax.xaxis), [1, 2, 3])
+
+    accuracy_figure = plot_accuracy(history)
+    ax = accuracy_figure.axes[0]
+    assert "One epoch" in ax.get_title(loc="left") and "no trend" in ax.get_title(loc="left")
+    np.testing.assert_array_equal(tick_values(ax.xaxis), [1])  # not 0.96 ... 1.04
+    assert all(line.get_marker() == "o" for line in ax.lines[:2])
+    low, high = ax.get_ylim()
+    assert 0 <= low < 21.0 and 27.5 < high <= 100
 
 
-def test_confusion_matrix_plot_takes_float_matrices():
-    plot_confusion_matrix(np.array([[0.75, 0.25], [0.1, 0.9]]), ["a", "b"])
-    assert [t.get_text() for t in plt.gcf().axes[0].texts] == ["0.75", "0.25", "0.10", "0.90"]
-    plot_confusion_matrix(np.array([[5.0, 1.0], [0.0, 4.0]]), normalize=True)  # counts stored as floats
-    assert [t.get_text() for t in plt.gcf().axes[0].texts][:2] == ["5\n83%", "1\n17%"]
+def test_long_runs_have_whole_number_epoch_ticks_and_no_caveat():
+    ax = plot_accuracy(a_history(num_epochs=50)).axes[0]
+    ticks = tick_values(ax.xaxis)
+    assert len(ticks) >= 4 and all(float(tick).is_integer() for tick in ticks) and ticks.max() <= 50
+    assert ax.get_title(loc="left") == "" and ax.lines[0].get_marker() == "None"
+
+
+@pytest.mark.parametrize("augmented, label", [(True, "Training (augmented batches)"), (False, "Training"),
+                                              (None, "Training")])
+def test_accuracy_legend_says_augmented_only_when_the_batches_were(augmented, label):
+    ax = plot_accuracy(a_history(augmented=augmented)).axes[0]
+    assert [text.get_text() for text in ax.get_legend().get_texts()][:2] == [label, "Validation"]
+
+
+def test_runs_compared_stay_apart_where_their_points_coincide():
+    same = History(train_acc=[10.0], valid_acc=[5.0], iter_per_epoch=3, best_epoch=1)
+    ax = plot_runs({"ResNet-20": same, "ResNet-56": same}).axes[0]
+    assert [line.get_label() for line in ax.lines] == ["ResNet-20: training", "ResNet-20: validation",
+                                                       "ResNet-56: training", "ResNet-56: validation"]
+    assert [line.get_linestyle() for line in ax.lines[:2]] == ["--", "-"]
+    (first, second) = ax.lines[1], ax.lines[3]  # the two validation points, at the same place
+    assert first.get_color() != second.get_color() and first.get_marker() != second.get_marker()
+    assert first.get_markersize() > second.get_markersize() and first.get_fillstyle() == "none"  # both seen
+    assert "One epoch" in ax.get_title(loc="left") and list(tick_values(ax.xaxis)) == [1]
+
+
+def test_runs_compared_as_errors_over_many_epochs():
+    runs = {"plain-20": a_history(num_epochs=20), "ResNet-20": a_history(num_epochs=12)}
+    ax = plot_runs(runs, error=True).axes[0]
+    np.testing.assert_allclose(ax.lines[1].get_ydata(), 100 - np.asarray(runs["plain-20"].valid_acc))
+    assert ax.get_ylabel() == "Error (%)" and ax.get_title(loc="left") == ""
+    assert all(float(tick).is_integer() for tick in tick_values(ax.xaxis)) and ax.get_xlim()[1] == 20.5
+    with pytest.raises(ValueError, match="Pass a dict of finished runs"):
+        plot_runs({"empty": History()})
 
 
 def test_curves_of_an_empty_history_say_what_is_wrong():
@@ -91,6 +148,46 @@ def test_curves_of_an_empty_history_say_what_is_wrong():
     assert not plt.get_fignums()  # no empty figure left behind
 
 
+# --------------------------------------------------------------------------- the confusion matrix
+
+
+def cell_texts(fig: Figure) -> list[str]:
+    return [text.get_text() for text in fig.axes[0].texts]
+
+
+def test_confusion_matrix_leaves_zero_cells_blank_and_has_a_colour_bar():
+    fig = plot_confusion_matrix(np.array([[5, 0, 1], [0, 4, 0], [2, 0, 3]]), classes=["a", "b", "c"],
+                                normalize=True)
+    assert cell_texts(fig) == ["5\n83%", "1\n17%", "4\n100%", "2\n40%", "3\n60%"]
+    image = fig.axes[0].images[0]
+    assert image.colorbar is not None and image.colorbar.ax.get_ylabel() == "Share of the true class"
+    assert fig.axes[0].get_title() == "Confusion matrix of 15 images"
+
+
+def test_confusion_matrix_plot_is_sized_to_the_classes_up_to_a_notebook_width():
+    small = plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"])
+    ten = plot_confusion_matrix(torch.eye(10, dtype=torch.long) * 7)
+    generator = np.random.default_rng(0)
+    hundred = plot_confusion_matrix(generator.poisson(1.0, (100, 100)), [f"class {i}" for i in range(100)])
+    widths = [fig.get_size_inches()[0] for fig in (small, ten, hundred)]
+    assert widths[0] < widths[1] <= widths[2] <= 10
+    assert cell_texts(ten) == ["7"] * 10
+    assert cell_texts(hundred) == []  # too small to read: the colours tell
+    labels = [label.get_text() for label in hundred.axes[0].get_xticklabels()]
+    assert labels[:3] == ["class 0", "class 5", "class 10"] and len(labels) == 20
+
+
+def test_confusion_matrix_plot_takes_float_matrices():
+    fig = plot_confusion_matrix(np.array([[0.75, 0.25], [0.0, 1.0]]), ["a", "b"])
+    assert cell_texts(fig) == ["0.75", "0.25", "1"]
+    assert fig.axes[0].get_title() == "Confusion matrix"  # rates: no count of images to state
+    fig = plot_confusion_matrix(np.array([[5.0, 1.0], [0.0, 4.0]]), normalize=True)  # counts stored as floats
+    assert cell_texts(fig)[:2] == ["5\n83%", "1\n17%"]
+
+
+# --------------------------------------------------------------------------- example predictions
+
+
 def test_show_examples_needs_at_least_one_example():
     _, _, test_loader = tiny_loaders()
     with pytest.raises(ValueError, match="num_examples must be at least 1 \\(got 0\\)"):
@@ -99,30 +196,37 @@ def test_show_examples_needs_at_least_one_example():
 
 def test_show_examples_unnormalises_with_the_loader_own_mean_and_std():
     _, _, test_loader = tiny_loaders(recipe=ImageRecipe(mean=(0.3,), std=(0.2,)))
-    show_examples(tiny_model(), test_loader, num_examples=3)
-    shown = [ax.images[0].get_array() for ax in plt.gcf().axes if ax.images]
+    fig = show_examples(tiny_model(), test_loader, num_examples=3)
+    shown = [ax.images[0].get_array() for ax in fig.axes if ax.images]
     np.testing.assert_allclose(np.stack(shown), test_loader.images[:3, 0].float().numpy() / 255, atol=1e-5)
 
 
 def test_show_examples_labels_predictions_and_leaves_the_batch_alone():
     _, _, test_loader = tiny_loaders()
     before = test_loader.images.clone()
-    show_examples(tiny_model(), test_loader, num_examples=7)
-    titles = [ax.get_title() for ax in plt.gcf().axes if ax.get_title()]
+    fig = show_examples(tiny_model(), test_loader, num_examples=7)
+    titles = [ax.get_title() for ax in fig.axes if ax.get_title()]
     assert len(titles) == 7 and all(t.startswith("P: ") and "\nT: " in t for t in titles)
+    assert all(ax.title.get_fontsize() >= 11 for ax in fig.axes if ax.get_title())  # legible in a lecture hall
     assert torch.equal(test_loader.images, before)
+    assert figure_titles(fig) == ["Predictions for 7 images (P: predicted, T: true; red: wrong)"]
 
 
-def test_block_diagram_draws_both_kinds():
-    draw_residual_block(["Conv 1x1", "BN", "ReLU", "Conv 3x3", "BN"])
-    draw_residual_block(["Conv 3x3 /2", "BN"], ["Conv 1x1 /2", "BN"], title="projection")
-    assert plt.gcf().axes[0].get_title() == "projection"
+def test_show_examples_row_titles_keep_clear_of_the_images_above():
+    _, _, test_loader = tiny_loaders()
+    fig = show_examples(tiny_model(), test_loader, num_examples=8)
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    first_row, second_row = fig.axes[:4], fig.axes[4:8]
+    six_points = 6 * fig.dpi / 72
+    for upper, lower in zip(first_row, second_row):
+        title = lower.title.get_window_extent(renderer)
+        assert upper.get_window_extent(renderer).y0 - title.y1 >= six_points  # a clear gap below the image above
+        assert title.y0 > lower.get_window_extent(renderer).y1
 
 
-def test_layer_summary_lists_every_layer_with_its_shape_and_parameters(capsys):
-    model = tiny_model()
-    rows = layer_summary(model, (1, 28, 28))
-    assert [row.output_shape for row in rows][:3] == [(4, 14, 14)] * 3
-    assert rows[-1].output_shape == (10,)
-    assert sum(row.num_params for row in rows) == sum(p.numel() for p in model.parameters())
-    assert "Total parameters" in capsys.readouterr().out
+def test_figures_of_synthetic_images_say_so_in_their_title():
+    _, _, test_loader = tiny_loaders()
+    test_loader.synthetic = True  # what the loaders say when the dataset was replaced by synthetic images
+    (title,) = figure_titles(show_examples(tiny_model(), test_loader))
+    assert title.startswith("Synthetic stand-in images")

@@ -237,10 +237,10 @@ def test_weights_start_xavier_uniform(notebook):
 def test_explain_figures_show_the_shapes_the_text_states(notebook):
     """At 96x96: the feature maps' titles (read with forward hooks) and the first filters, as the notebook says."""
     model = notebook["resnet18"]()
-    show_feature_maps(model, torch.rand(1, 96, 96), layers=["stem", "stage1", "stage2", "stage3", "stage4"])
-    titles = [ax.get_title(loc="left") for ax in plt.gcf().axes if ax.get_title(loc="left")]
-    show_first_layer_filters(model)
-    filters_title = plt.gcf()._suptitle.get_text()
+    one_image = [(torch.rand(1, 1, 96, 96), torch.zeros(1, dtype=torch.long))]  # a loader of one batch
+    figure = show_feature_maps(model, one_image, layers=["stem", "stage1", "stage2", "stage3", "stage4"])
+    titles = [ax.get_ylabel().replace("\n", ": ") for ax in figure.axes if ax.get_ylabel()]
+    filters_title = show_first_layer_filters(model).texts[0].get_text()  # the figure's title
     plt.close("all")
     assert titles == ["input: 1 x 96 x 96", "stem: 64 x 24 x 24", "stage1: 64 x 24 x 24", "stage2: 128 x 12 x 12",
                       "stage3: 256 x 6 x 6", "stage4: 512 x 3 x 3"]
