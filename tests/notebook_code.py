@@ -23,3 +23,12 @@ def notebook_namespace(name: str) -> dict:
     for cell in chosen:
         exec(compile("".join(cell["source"]), f"{name}:{cell.get('id', '?')}", "exec"), namespace)
     return namespace
+
+
+def code_cell(name: str, containing: str) -> str:
+    """The source of the one code cell of notebooks/<name> that contains `containing` (e.g. an exercise's check)."""
+    cells = json.loads((NOTEBOOKS / name).read_text())["cells"]
+    sources = ["".join(c["source"]) for c in cells if c["cell_type"] == "code" and containing in "".join(c["source"])]
+    if len(sources) != 1:
+        raise AssertionError(f"{name} has {len(sources)} code cells containing {containing!r}; expected one")
+    return sources[0]

@@ -13,7 +13,7 @@ import torchvision
 from torch import nn
 
 from helpers import count_multiply_adds, count_parameters, get_dataloaders_fashion_mnist, set_all_seeds, train_model
-from tests.notebook_code import notebook_namespace
+from tests.notebook_code import code_cell, notebook_namespace
 
 NOTEBOOK = "01_residual_blocks_mnist.ipynb"
 RANDOM_SEED = 123
@@ -132,6 +132,43 @@ def test_only_the_shortcut_is_shared_with_resnet18s_stage_opening_block(notebook
     assert ours.downsample[0].stride == theirs.downsample[0].stride == (2, 2)
     assert ours.conv1.weight.shape == theirs.conv1.weight.shape and ours.conv1.stride == theirs.conv1.stride
     assert ours.conv2.kernel_size == (1, 1) and theirs.conv2.kernel_size == (3, 3)  # the main paths differ
+
+
+def test_one_block_used_twice_has_one_blocks_parameters_and_both_calls_gradients(notebook):
+    set_all_seeds(RANDOM_SEED)
+    shared = notebook["SharedBlockNet"]()
+    two_blocks = notebook["IdentityResidualNet"]()
+    assert count_parameters(two_blocks) - count_parameters(shared) == count_parameters(shared.block) == 55
+    # The same function as two separate blocks that hold copies of the one block's weights...
+    two_blocks.block1.load_state_dict(shared.block.state_dict())
+    two_blocks.block2.load_state_dict(shared.block.state_dict())
+    two_blocks.fc.load_state_dict(shared.fc.state_dict())
+    images = torch.rand(4, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    shared_loss, separate_loss = shared.train()(images).sum(), two_blocks.train()(images).sum()
+    assert torch.allclose(shared_loss, separate_loss)
+    shared_loss.backward()
+    separate_loss.backward()
+    # ...whose one weight gets the gradients of both calls, and whose BatchNorm is updated by both.
+    for name, parameter in shared.block.named_parameters():
+        both = two_blocks.block1.get_parameter(name).grad + two_blocks.block2.get_parameter(name).grad
+        assert torch.allclose(parameter.grad, both, atol=1e-5), name
+    assert shared.block.bn1.num_batches_tracked.item() == 2
+
+
+def test_exercise_checks_say_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
+    check = code_cell(NOTEBOOK, "check_answer(")
+    answers = {"BLOCK_PARAMETERS": 3_120, "FOUR_BLOCK_PATCH": (9, 9), "FLATTEN_SHAPE": (128 * 32 * 7 * 7,)}
+    # conv1 and bn1, conv2 and bn2, then the shortcut's convolution and BatchNorm
+    assert answers["BLOCK_PARAMETERS"] == 8 * 16 * 9 + 16 + 2 * 16 + 16 * 64 + 64 + 2 * 64 + 8 * 64 + 64 + 2 * 64
+    exec(check, {**notebook, **dict.fromkeys(answers)})
+    assert capsys.readouterr().out.count("NOT ATTEMPTED") == 3
+    exec(check, {**notebook, **answers})
+    assert capsys.readouterr().out.count("PASS") == 3
+    wrong = {"BLOCK_PARAMETERS": 3_121, "FOUR_BLOCK_PATCH": [7, 7], "FLATTEN_SHAPE": (128, 1_568)}
+    exec(check, {**notebook, **wrong})
+    said = capsys.readouterr().out
+    assert said.count("FAIL") == 3 and "PASS" not in said
+    assert not any(text in said for text in ("3120", "3,120", "(9, 9)", "200704", "200,704"))
 
 
 @pytest.mark.parametrize("name, _, min_accuracy", NETWORKS)

@@ -1,4 +1,5 @@
-"""The networks of notebooks/05_why_residual_connections.ipynb: sizes, plain twins, gradients, and training.
+"""notebooks/05_why_residual_connections.ipynb: its networks, plain twins, gradients, data statistics, figures and
+exercise, and training on real data.
 
 The networks come from the notebook's own cells, not a copy. The real-data tests train them on real
 Fashion-MNIST (Debian's dataset-fashion-mnist) on the CPU, with one thread, for three seeds each, and check
@@ -10,13 +11,18 @@ the two effects the notebook is about, with bounds set below what was measured (
   at 56 layers than at 20.
 """
 
+import json
+
+import matplotlib.pyplot as plt
 import pytest
 import torch
 import torch.nn.functional as F
+from matplotlib.colors import same_color
 from torch import nn
 
-from helpers import get_dataloaders_fashion_mnist, set_all_seeds
-from tests.notebook_code import notebook_namespace
+from helpers import History, ImageData, get_dataloaders_fashion_mnist, set_all_seeds
+from helpers.datasets import split_indices
+from tests.notebook_code import NOTEBOOKS, code_cell, notebook_namespace
 
 NOTEBOOK = "05_why_residual_connections.ipynb"
 SEEDS = (1, 2, 3)
@@ -173,15 +179,132 @@ def test_shortcuts_have_no_parameters(notebook):
     assert sum(p.numel() for p in block.parameters()) == 9 * 16 * 32 + 9 * 32 * 32 + 2 * 32 + 2 * 32
 
 
-def test_exercise_check_never_fails(notebook, capsys):
-    check = notebook["check_parameter_count"]
-    check(None)
-    assert "Not answered yet" in capsys.readouterr().out
-    check(expected_parameter_count(110))
-    assert "Right" in capsys.readouterr().out
-    check(expected_parameter_count(110) + 32)
-    output = capsys.readouterr().out
-    assert "Not quite" in output and "+32" in output
+def test_exercise_check_says_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
+    check = code_cell(NOTEBOOK, "check_answer(")
+    answer = expected_parameter_count(110)
+    exec(check, {**notebook, "MY_PARAMETER_COUNT_110": None})
+    assert "NOT ATTEMPTED" in capsys.readouterr().out
+    exec(check, {**notebook, "MY_PARAMETER_COUNT_110": answer})
+    assert "PASS" in capsys.readouterr().out
+    exec(check, {**notebook, "MY_PARAMETER_COUNT_110": answer + 32})
+    said = capsys.readouterr().out
+    assert "FAIL" in said and "PASS" not in said
+    assert f"{answer}" not in said and f"{answer:,}" not in said and "32" not in said.replace(f"{answer + 32}", "")
+
+
+@pytest.mark.parametrize(("num_epochs", "milestones"), [(20, (10, 15)), (40, (20, 30)), (3, (1, 2)), (1, (1, 1))])
+def test_learning_rate_milestones_are_half_and_three_quarters_of_the_run_never_epoch_0(num_epochs, milestones):
+    settings = code_cell(NOTEBOOK, "LR_MILESTONES =")
+    line = next(line for line in settings.splitlines() if line.startswith("LR_MILESTONES ="))
+    namespace = {"NUM_EPOCHS": num_epochs}
+    exec(line, namespace)
+    assert namespace["LR_MILESTONES"] == milestones
+
+
+def test_checkpoints_are_named_by_the_number_of_epochs_that_sets_the_schedule():
+    assert "epochs=NUM_EPOCHS" in code_cell(NOTEBOOK, "MultiStepLR(")
+
+
+def test_channel_statistics_come_from_the_training_split_only(notebook, capsys):
+    """The data cell, run on made-up images: a checkerboard of 45 and 55 in the training split, of 245 and 255
+    in the validation split. The statistics must be those of the training split alone."""
+    num_train, num_test = 300, 20
+    train_index, valid_index = split_indices(num_train, 0.1, seed=123)  # the notebook's split
+    values = torch.full((num_train,), 50)
+    values[valid_index] = 250
+    checkerboard = 5 * (1 - 2 * ((torch.arange(32).view(-1, 1) + torch.arange(32)) % 2))  # +5 and -5
+    train_images = (values.view(-1, 1, 1, 1) + checkerboard).expand(num_train, 3, 32, 32).to(torch.uint8).clone()
+    data = ImageData(train_images, torch.arange(num_train) % 10, torch.zeros(num_test, 3, 32, 32, dtype=torch.uint8),
+                     torch.arange(num_test) % 10, tuple(str(i) for i in range(10)), synthetic=False)
+    settings = {"RANDOM_SEED": 123, "BATCH_SIZE": 32, "PADDING": 4, "VALIDATION_FRACTION": 0.1, "DEVICE": "cpu",
+                "USE_GOOGLE_DRIVE": False, "SMOKE_TEST": True, "RECIPE": notebook["ImageRecipe"](crop=32, hflip=True)}
+    namespace = {**notebook, **settings, "load_dataset": lambda *args, **kwargs: data}
+    exec(code_cell(NOTEBOOK, "compute_channel_stats("), namespace)
+    capsys.readouterr()
+    assert namespace["mean"] == pytest.approx((50 / 255,) * 3, abs=1e-9)
+    assert namespace["std"] == pytest.approx((5 / 255,) * 3, abs=1e-9)
+    assert namespace["train_loader"].recipe.mean == namespace["mean"]
+
+
+# --------------------------------------------------------------------------- figures
+
+
+def fake_histories(notebook, depths, num_epochs):
+    """Histories with distinct made-up accuracies, one per network."""
+    histories = {}
+    for offset, (depth, shortcuts) in enumerate((d, s) for d in depths for s in (False, True)):
+        accuracies = [40.0 + 5 * epoch + offset for epoch in range(num_epochs)]
+        histories[notebook["network_name"](depth, shortcuts)] = History(
+            train_acc=accuracies, valid_acc=[accuracy - 3 for accuracy in accuracies])
+    return histories
+
+
+def lines_by_label(ax):
+    return {line.get_label(): line for line in ax.get_lines()}
+
+
+@pytest.mark.parametrize("num_epochs", [1, 20])
+def test_error_curves_draw_dashed_training_and_bold_validation_on_whole_epochs(notebook, num_epochs):
+    depths = (20, 56)
+    fig = notebook["plot_error_curves"](fake_histories(notebook, depths, num_epochs), depths)
+    try:
+        for ax, kind in zip(fig.axes, ("plain", "ResNet")):
+            lines = [line for line in ax.get_lines() if len(line.get_xdata()) == num_epochs]
+            dashed = [line for line in lines if line.get_linestyle() == "--"]
+            solid = [line for line in lines if line.get_linestyle() == "-"]
+            assert len(dashed) == len(solid) == len(depths)
+            assert all(d.get_linewidth() < s.get_linewidth() for d in dashed for s in solid)
+            assert {line.get_marker() for line in solid} == {"o", "s"}  # each depth its own marker
+            assert all(tick == int(tick) for tick in ax.get_xticks() if 0.5 <= tick <= num_epochs + 0.5)
+            legend = [text.get_text() for text in ax.get_legend().get_texts()]
+            assert legend == [f"{kind}-20", f"{kind}-56", "training (dashed)", "validation (bold)"]
+            said = " ".join(text.get_text() for text in ax.texts)
+            assert ("one epoch" in said) == (num_epochs == 1)
+    finally:
+        plt.close("all")
+
+
+def test_each_network_has_one_colour_in_every_figure(notebook):
+    depths = (20, 56)
+    names = [notebook["network_name"](d, s) for d in depths for s in (False, True)]
+    norms = {name: torch.rand(depth) for name, depth in zip(names, (20, 20, 56, 56))}
+    try:
+        gradient_figure = notebook["plot_gradient_norms"](norms, depths)
+        error_figure = notebook["plot_error_curves"](fake_histories(notebook, depths, 3), depths)
+        colours = {}
+        for ax in gradient_figure.axes + error_figure.axes:
+            for label, line in lines_by_label(ax).items():
+                if label in names:
+                    colours.setdefault(label, []).append(line.get_color())
+        assert sorted(colours) == sorted(names)
+        for label, seen in colours.items():
+            assert all(same_color(colour, seen[0]) for colour in seen), label
+        assert len({tuple(plt.matplotlib.colors.to_rgba(seen[0])) for seen in colours.values()}) == len(names)
+        for ax in gradient_figure.axes:
+            assert all(tick == int(tick) for tick in ax.get_xticks())
+    finally:
+        plt.close("all")
+
+
+def test_plain_networks_are_red_and_residual_networks_blue(notebook):
+    for depth in (20, 56):
+        red, green, blue, _ = notebook["network_colour"](depth, False, (20, 56))
+        assert red > blue
+        red, green, blue, _ = notebook["network_colour"](depth, True, (20, 56))
+        assert blue > red
+
+
+def test_layer_responses_read_every_batchnorm_and_leave_no_hook(notebook):
+    model = notebook["CifarResNet"](20)
+    responses = notebook["layer_responses"](model, random_images(4, 3, 32, 32))
+    assert len(responses) == 19 and all(value > 0 for value in responses)
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_the_lead_has_one_marked_cell_for_the_real_cifar_results():
+    cells = json.loads((NOTEBOOKS / NOTEBOOK).read_text())["cells"]
+    marked = [c for c in cells if "<!-- LEAD: real-CIFAR results go here -->" in "".join(c["source"])]
+    assert len(marked) == 1 and marked[0]["cell_type"] == "markdown"
 
 
 # --------------------------------------------------------------------------- real data
