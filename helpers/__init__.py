@@ -26,7 +26,15 @@ from .environment import (
     run_checkpoint_path,
 )
 from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
-from .exercises import check_answer, check_bottleneck, check_exercise, expect_error, show_solution
+from .exercises import (
+    check_answer,
+    check_bottleneck,
+    check_exercise,
+    check_fix,
+    check_quiz,
+    expect_error,
+    show_solution,
+)
 from .explain import (
     most_confused_pairs,
     show_confident_mistakes,
@@ -47,6 +55,7 @@ __all__ = [
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_bottleneck", "check_exercise",
+    "check_fix", "check_quiz",
     "convolution_kinds", "count_weighted_layers", "expect_error", "parameters_per_part", "part_outputs",
     "print_parameter_table", "print_parts", "show_solution", "with_running_stats",
     "CheckpointError", "DatasetUnavailableError", "DeviceLoader", "History", "ImageData", "ImageRecipe",

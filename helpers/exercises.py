@@ -1,4 +1,8 @@
-"""Exercises with a check that says PASS, FAIL (and why) or NOT ATTEMPTED, and keeps the notebook running."""
+"""Exercises with a check that says PASS, FAIL (and why) or NOT ATTEMPTED, and keeps the notebook running.
+
+The answers live in helpers/solutions.py, never in a notebook's check cell: `show_solution(name)` prints one
+when the student asks for it.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,20 @@ import inspect
 import numbers
 from collections.abc import Callable
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 import torchvision
+from torch import nn
 
 from . import solutions
-from .comparison import ModelMismatchError, check_against_torchvision
+from .comparison import (
+    ModelMismatchError,
+    assert_identical_outputs,
+    check_against_torchvision,
+    state_dict_differences,
+    with_running_stats,
+)
 
 BOTTLENECK_HINT = (
     "Compare with BasicBlock: the names conv1, bn1, conv2, bn2, conv3, bn3, relu and downsample; "
@@ -47,8 +59,7 @@ def check_exercise(name: str, attempt, check: Callable, hint: str = ""):
     else:
         print(f"PASS: your {name} is right. {result or ''}".rstrip())
         return attempt
-    print(f"The notebook goes on with the reference solution. To see it, run these two lines in a new cell:\n"
-          f'    from helpers import show_solution\n    show_solution("{name}")')
+    print(f"The notebook goes on with the reference solution. {_how_to_see(name)}")
     return solution
 
 
@@ -83,9 +94,21 @@ def _same_answer(answer, expected, tolerance: float) -> bool:
     return answer == expected
 
 
+def check_quiz(name: str, answer) -> bool | None:
+    """check_answer for the quiz question solutions.QUIZ[name], whose answer the notebook never shows."""
+    question = solutions.QUIZ[name]
+    return check_answer(question.text, answer, question.expected, question.hint, why=question.why,
+                        tolerance=question.tolerance)
+
+
 def show_solution(name: str) -> None:
     """Print the reference solution helpers.solutions.<name>: its source code, as written."""
     print(inspect.getsource(getattr(solutions, name)))
+
+
+def _how_to_see(name: str) -> str:
+    return (f"To see a solution, run these two lines in a new cell:\n"
+            f'    from helpers import show_solution\n    show_solution("{name}")')
 
 
 def check_bottleneck(block, resnet_class, images: torch.Tensor, num_classes: int = 10):
@@ -114,3 +137,164 @@ def expect_error(error_type: type[BaseException]):
     else:
         raise AssertionError(f"expected a {error_type.__name__}, but the code ran without one: the cell no "
                              "longer holds the bug it shows; put the bug back as the text above describes")
+
+
+# --------------------------------------------------------------------------- spot the bug
+
+
+class Fix(NamedTuple):
+    """A spot-the-bug exercise: what the fixed code must equal, and a hint that does not give the fix away."""
+
+    kind: str  # "block": a BasicBlock class; "shortcut": a function (in, out, stride) -> module; "network": a ResNet
+    hint: str
+
+
+FIXES = {
+    "FixedBlock1": Fix("block", "Print the shape of x and of each convolution's output. Which convolutions "
+                                "return a smaller map than they get, and which of their settings decides that?"),
+    "FixedBlock2": Fix("block", "Compare forward with the block's formula, relu(F(x) + x): where does each "
+                                "ReLU act, and on what?"),
+    "FixedBlock3": Fix("block", "Read the error message again: what must every nn.Module's __init__ do before "
+                                "it can hold layers?"),
+    "fixed_shortcut4": Fix("shortcut", "Compare the shape of the shortcut convolution's weight with the weight "
+                                       "of conv1x1 in the model above, and the shape of the input it gets."),
+    "FixedResNet5": Fix("network", "Follow the argument `stride` through _make_layer: which modules of a stage's "
+                                   "first block should receive it?"),
+    "FixedResNet6": Fix("network", "Follow self.in_channels through _make_layer: how many channels reach the "
+                                   "second block of a stage, and what does the code tell that block?"),
+    "FixedResNet7": Fix("network", "Compare forward_features with the stem described above, step by step, and "
+                                   "the map sizes printed under the broken network with those of ResNet-34."),
+    "FixedResNet8": Fix("network", "Print type(model(images)). What does a comma at the end of an expression "
+                                   "make of its value?"),
+}
+
+STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+def check_fix(name: str, attempt, broken) -> bool | None:
+    """The spot-the-bug check: PASS when the fix computes what torchvision's code does, FAIL with why,
+    NOT ATTEMPTED while it behaves exactly as the broken code. Returns True, False or None."""
+    fix = FIXES[name]
+    with torch.random.fork_rng(devices=[]):  # the notebook's own random draws stay as they were
+        if attempt is broken or _outcome(fix.kind, attempt) == _outcome(fix.kind, broken):
+            print(f"NOT ATTEMPTED: {name} still behaves exactly as the broken code above does. Change it in the "
+                  "exercise cell, run that cell, then this one.")
+            return None
+        try:
+            torch.manual_seed(0)
+            passed = CHECKS[fix.kind](attempt)
+        except ModelMismatchError as error:
+            print(f"FAIL: {name} is not right yet: {error}.")
+        except Exception as error:  # a student's code can fail in any way: say how
+            print(f"FAIL: building or running {name} raised {type(error).__name__}: {error}")
+        else:
+            print(f"PASS: {name} is right. {passed}")
+            return True
+    print(f"Hint: {fix.hint}\n{_how_to_see(name)}")
+    return False
+
+
+def _probe_images(shape: tuple[int, ...]) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+
+def _shortcut_reference(in_channels: int, out_channels: int, stride: int) -> nn.Module:
+    """The projection shortcut of torchvision's ResNets: a 1x1 convolution (with the stride), then BatchNorm."""
+    return nn.Sequential(nn.Conv2d(in_channels, out_channels, kernel_size=1, stride=stride, bias=False),
+                         nn.BatchNorm2d(out_channels))
+
+
+def _trials(kind: str, code) -> list[tuple[nn.Module, torch.Tensor]]:
+    """(model, input) pairs that exercise code of this kind: blocks at stride 1 and 2, a shortcut, a ResNet."""
+    if kind == "block":
+        maps = _probe_images((4, 64, 16, 16))
+        return [(code(64, 64), maps), (code(64, 128, 2, _shortcut_reference(64, 128, 2)), maps)]
+    if kind == "shortcut":
+        return [(code(64, 128, 2), _probe_images((4, 64, 16, 16)))]
+    # Two blocks per stage are enough to show every bug of a stage builder, at half ResNet-34's cost.
+    return [(code(torchvision.models.resnet.BasicBlock, [2, 2, 2, 2], num_classes=10), _probe_images((2, 3, 64, 64)))]
+
+
+def _outcome(kind: str, code) -> tuple:
+    """What code does, to compare two versions of it: the error it raises, or its outputs on fixed inputs."""
+    torch.manual_seed(0)  # both versions start from the same weights
+    try:
+        trials = _trials(kind, code)
+        with torch.no_grad():
+            return ("outputs", *(_as_bytes(model.eval()(images)) for model, images in trials))
+    except Exception as error:  # the broken code's own error is part of what it does
+        return ("error", type(error).__name__, str(error))
+
+
+def _as_bytes(output) -> tuple:
+    """Outputs in a form that compares exactly, whether a tensor or (by mistake) a tuple of tensors."""
+    if isinstance(output, torch.Tensor):
+        return (tuple(output.shape), output.detach().cpu().numpy().tobytes())
+    if isinstance(output, (tuple, list)):
+        return (type(output).__name__, *(_as_bytes(item) for item in output))
+    return (repr(output),)
+
+
+def _same_as_reference(ours: nn.Module, theirs: nn.Module, images: torch.Tensor, reference: str) -> None:
+    """The same weights under the same names and shapes as the reference, and identical outputs with them."""
+    differences = state_dict_differences(ours.state_dict(), theirs.state_dict())
+    if differences:
+        raise ModelMismatchError(f"its weights do not match {reference}'s: " + "; ".join(differences))
+    with_running_stats(theirs, images)
+    ours.load_state_dict(theirs.state_dict(), strict=True)
+    with torch.no_grad():
+        our_shape, their_shape = ours.eval()(images).shape, theirs(images).shape
+    if our_shape != their_shape:
+        raise ModelMismatchError(f"it turns {tuple(images.shape)} into {tuple(our_shape)}, where {reference} "
+                                 f"gives {tuple(their_shape)}")
+    assert_identical_outputs(ours, theirs, images)
+
+
+def _check_block(block_class) -> str:
+    references = _trials("block", torchvision.models.resnet.BasicBlock)
+    for (ours, images), (theirs, _) in zip(_trials("block", block_class), references):
+        _same_as_reference(ours, theirs, images, "torchvision's BasicBlock")
+    return ("With the weights of torchvision's BasicBlock it computes torchvision's outputs, at stride 1 and at "
+            "stride 2 with a projection shortcut.")
+
+
+def _check_shortcut(make_shortcut) -> str:
+    [(ours, images)] = _trials("shortcut", make_shortcut)
+    _same_as_reference(ours, _shortcut_reference(64, 128, 2), images, "torchvision's shortcut")
+    return "It turns (4, 64, 16, 16) into (4, 128, 8, 8), with the weights and outputs of torchvision's shortcut."
+
+
+def _check_network(resnet_class) -> str:
+    def resnet34(num_classes):
+        return resnet_class(torchvision.models.resnet.BasicBlock, [3, 4, 6, 3], num_classes=num_classes)
+
+    images = _probe_images((2, 3, 64, 64))
+    our_stages, our_output = _stage_shapes(resnet34(10), images)
+    their_stages, _ = _stage_shapes(torchvision.models.resnet34(num_classes=10), images)
+    if not isinstance(our_output, torch.Tensor):
+        raise ModelMismatchError(f"the network returns a {type(our_output).__name__}, not a tensor of scores: "
+                                 "a loss function or argmax cannot use it")
+    for stage in STAGES:
+        if our_stages.get(stage) != their_stages[stage]:
+            raise ModelMismatchError(f"{stage} gives maps of {our_stages.get(stage)}, where ResNet-34's "
+                                     f"{stage} gives {their_stages[stage]}")
+    check_against_torchvision(resnet34, torchvision.models.resnet34, images, num_classes=10)
+    return "Built as ResNet-34, it is torchvision's resnet34: the same weights, identical outputs."
+
+
+CHECKS = {"block": _check_block, "shortcut": _check_shortcut, "network": _check_network}
+
+
+def _stage_shapes(model: nn.Module, images: torch.Tensor) -> tuple[dict[str, tuple[int, ...]], object]:
+    """(the output shape of each stage that ran, the network's output) for images."""
+    shapes = {}
+    hooks = [getattr(model, stage).register_forward_hook(
+        lambda _module, _inputs, output, stage=stage: shapes.__setitem__(stage, tuple(output.shape[1:])))
+        for stage in STAGES]
+    try:
+        with torch.no_grad():
+            output = model.eval()(images)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return shapes, output

@@ -1,10 +1,24 @@
 """helpers.exercises: a check says PASS, FAIL (and why) or NOT ATTEMPTED, and the notebook always goes on."""
 
 import inspect
+import warnings
 
 import pytest
+import torch
+import torchvision
+from torch import nn
 
-from helpers import ModelMismatchError, check_answer, check_exercise, expect_error, show_solution, solutions
+from helpers import (
+    ModelMismatchError,
+    check_answer,
+    check_exercise,
+    check_fix,
+    check_quiz,
+    expect_error,
+    show_solution,
+    solutions,
+)
+from helpers.exercises import FIXES
 
 
 class Attempt:
@@ -110,3 +124,142 @@ def test_check_answer_without_an_answer_says_not_attempted(capsys):
 def test_check_answer_with_a_tolerance_and_an_explanation(capsys):
     assert check_answer("Ratio", 3.71, 3.7, tolerance=0.05, why="The classifier costs the same.") is True
     assert capsys.readouterr().out == "PASS: Ratio. The classifier costs the same.\n"
+
+
+# Spot the bug: check_fix compares a fix with torchvision's code, and tells an untouched copy from a wrong fix.
+
+def unpadded_convolutions(padding):
+    """A basic block whose two 3x3 convolutions get `padding` (0 is the bug)."""
+
+    class Block(nn.Module):
+        expansion = 1
+
+        def __init__(self, in_channels, channels, stride=1, downsample=None):
+            super().__init__()
+            self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, padding[0], bias=False)
+            self.bn1 = nn.BatchNorm2d(channels)
+            self.relu = nn.ReLU(inplace=True)
+            self.conv2 = nn.Conv2d(channels, channels, 3, 1, padding[1], bias=False)
+            self.bn2 = nn.BatchNorm2d(channels)
+            self.downsample = downsample
+
+        def forward(self, x):
+            identity = x if self.downsample is None else self.downsample(x)
+            return self.relu(self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity)
+
+    return Block
+
+
+BrokenBlock, CopyOfBrokenBlock = unpadded_convolutions((0, 0)), unpadded_convolutions((0, 0))
+
+
+def shortcut(convolution, stride_on_convolution=True):
+    def make_shortcut(in_channels, out_channels, stride):
+        stride = stride if stride_on_convolution else 1
+        convolution_layer = convolution(in_channels, out_channels, 1, stride, bias=False)
+        return nn.Sequential(convolution_layer, nn.BatchNorm2d(out_channels))
+
+    return make_shortcut
+
+
+class WithoutMaxPool(torchvision.models.ResNet):
+    def _forward_impl(self, x):
+        x = self.layer4(self.layer3(self.layer2(self.layer1(self.relu(self.bn1(self.conv1(x)))))))
+        return self.fc(torch.flatten(self.avgpool(x), 1))
+
+
+class ReturnsATuple(torchvision.models.ResNet):
+    def _forward_impl(self, x):
+        return (super()._forward_impl(x),)
+
+
+class ReturnsATupleToo(torchvision.models.ResNet):
+    """The same bug as ReturnsATuple, written by another hand: it behaves exactly the same."""
+
+    def _forward_impl(self, x):
+        return tuple([super()._forward_impl(x)])
+
+
+@pytest.mark.parametrize(("name", "attempt", "broken"), [
+    ("FixedBlock1", CopyOfBrokenBlock, BrokenBlock),
+    ("FixedBlock1", BrokenBlock, BrokenBlock),
+    ("fixed_shortcut4", shortcut(nn.Conv1d), shortcut(nn.Conv1d)),
+    ("FixedResNet8", ReturnsATupleToo, ReturnsATuple),
+], ids=["an untouched copy", "the broken code itself", "a shortcut", "a network"])
+def test_a_fix_that_behaves_as_the_broken_code_is_not_attempted(capsys, name, attempt, broken):
+    assert check_fix(name, attempt, broken) is None
+    output = capsys.readouterr().out
+    assert output.startswith(f"NOT ATTEMPTED: {name} still behaves exactly as the broken code")
+    assert "PASS" not in output and "FAIL" not in output
+
+
+@pytest.mark.parametrize(("name", "attempt", "broken"), [
+    ("FixedBlock1", unpadded_convolutions((1, 1)), BrokenBlock),
+    ("FixedBlock1", solutions.FixedBlock1, BrokenBlock),
+    ("FixedBlock2", solutions.FixedBlock2, BrokenBlock),
+    ("FixedBlock3", torchvision.models.resnet.BasicBlock, BrokenBlock),
+    ("fixed_shortcut4", shortcut(nn.Conv2d), shortcut(nn.Conv1d)),
+    ("fixed_shortcut4", solutions.fixed_shortcut4, shortcut(nn.Conv1d)),
+    ("FixedResNet7", torchvision.models.ResNet, WithoutMaxPool),
+])
+def test_a_right_fix_passes(capsys, name, attempt, broken):
+    assert check_fix(name, attempt, broken) is True
+    output = capsys.readouterr().out
+    assert f"PASS: {name} is right." in output and "FAIL" not in output
+
+
+@pytest.mark.parametrize(("name", "attempt", "broken", "why"), [
+    ("FixedBlock1", unpadded_convolutions((1, 0)), BrokenBlock,
+     "raised RuntimeError: The size of tensor a (14) must match the size of tensor b (16)"),
+    ("fixed_shortcut4", shortcut(nn.Conv2d, stride_on_convolution=False), shortcut(nn.Conv1d),
+     "it turns (4, 64, 16, 16) into (4, 128, 16, 16), where torchvision's shortcut gives (4, 128, 8, 8)"),
+    ("FixedResNet7", WithoutMaxPool, ReturnsATuple, "layer1 gives maps of (64, 32, 32), where ResNet-34's layer1 "
+                                                     "gives (64, 16, 16)"),
+    ("FixedResNet8", ReturnsATuple, WithoutMaxPool, "the network returns a tuple, not a tensor of scores"),
+])
+def test_a_wrong_fix_fails_with_why_a_hint_and_where_the_solution_is(capsys, name, attempt, broken, why):
+    assert check_fix(name, attempt, broken) is False
+    output = capsys.readouterr().out
+    assert output.startswith("FAIL: ") and why in output and "PASS" not in output
+    assert f"Hint: {FIXES[name].hint}" in output and f'show_solution("{name}")' in output
+
+
+def test_check_fix_leaves_the_global_random_state_alone(capsys):
+    state = torch.get_rng_state()
+    check_fix("FixedBlock1", unpadded_convolutions((1, 1)), BrokenBlock)
+    assert torch.equal(torch.get_rng_state(), state)
+
+
+def test_every_spot_the_bug_exercise_has_a_solution_to_show(capsys):
+    for name in FIXES:
+        show_solution(name)
+        assert "# fix" in capsys.readouterr().out
+
+
+# The quiz answers kept in helpers.solutions, checked against what PyTorch computes.
+
+def test_dropout2d_on_the_classifiers_vectors_is_dropout():
+    vectors = torch.randn(64, 4096, generator=torch.Generator().manual_seed(0))
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dropout2d warns about 2-D input; what it computes is the point here
+        torch.manual_seed(1)
+        dropout = nn.Dropout(0.5).train()(vectors)
+        torch.manual_seed(1)
+        dropout2d = nn.Dropout2d(0.5).train()(vectors)
+    assert torch.equal(dropout, dropout2d)  # on the CPU, the very same numbers zeroed: the gap cannot change
+    assert solutions.QUIZ["dropout_gap"].expected == "the same"
+
+
+def test_a_flattened_map_through_a_strided_conv1d_keeps_half_its_positions():
+    maps = torch.randn(1, 64, 16, 16)
+    positions = nn.Conv1d(64, 128, kernel_size=1, stride=2)(maps.flatten(2)).shape[-1]
+    assert positions == solutions.QUIZ["conv1d_positions"].expected == 128
+    assert nn.Conv2d(64, 128, kernel_size=1, stride=2)(maps).shape[-2:].numel() == 64
+
+
+@pytest.mark.parametrize(("answer", "verdict"), [(None, "NOT ATTEMPTED"), ("larger", "FAIL"), ("The same", "PASS")])
+def test_check_quiz_asks_check_answer_with_the_kept_answer(capsys, answer, verdict):
+    assert check_quiz("dropout_gap", answer) is {"NOT ATTEMPTED": None, "FAIL": False, "PASS": True}[verdict]
+    output = capsys.readouterr().out
+    assert output.startswith(verdict)
+    assert (solutions.QUIZ["dropout_gap"].why in output) is (verdict == "PASS")  # the explanation only with PASS

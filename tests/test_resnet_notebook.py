@@ -7,7 +7,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import check_bottleneck, count_weighted_layers, grad_cam, solutions
+from helpers import check_bottleneck, check_fix, count_weighted_layers, grad_cam, solutions
 from tests.notebook_code import notebook_namespace
 
 NOTEBOOK = "03_resnet34_cifar10.ipynb"
@@ -217,3 +217,115 @@ def test_a_wrong_bottleneck_fails_with_the_reason_and_the_notebook_goes_on(shipp
     output = capsys.readouterr().out
     assert "FAIL: " in output and reason in output and "PASS" not in output
     assert "The notebook goes on with the reference solution" in output
+
+
+def test_forward_is_the_head_of_the_features(notebook):
+    model = notebook["resnet34"](num_classes=10).eval()
+    with torch.no_grad():
+        features = model.forward_features(small_images())
+        assert features.shape == (2, 512, 2, 2)
+        assert torch.equal(model.forward_head(features), model(small_images()))
+
+
+def test_resnet34_and_timms_exchange_weights_with_identical_outputs(notebook):
+    timm = pytest.importorskip("timm", reason="timm is not installed")
+    images = small_images()
+
+    def timm_resnet34(num_classes):
+        return timm.create_model("resnet34", num_classes=num_classes)
+
+    ours = notebook["resnet34"]
+    for source_builder, target_builder in ((ours, timm_resnet34), (timm_resnet34, ours)):
+        torch.manual_seed(0)
+        source = distinct_batchnorm_statistics(source_builder(10))
+        target = target_builder(10).eval()
+        target.load_state_dict(source.state_dict(), strict=True)
+        with torch.no_grad():
+            assert torch.equal(source(images), target(images))
+
+
+def test_without_batchnorm_replaces_every_batchnorm_and_nothing_else(notebook):
+    with torch.device("meta"):
+        model = notebook["resnet34"](num_classes=10)
+        batchnorm_parameters = sum(p.numel() for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+                                   for p in m.parameters())
+        stripped = notebook["without_batchnorm"](model)
+    assert not any(isinstance(module, nn.BatchNorm2d) for module in stripped.modules())
+    assert num_parameters(stripped) == 21_289_802 - batchnorm_parameters
+
+
+def test_output_spread_reads_each_part_and_leaves_no_hook(notebook):
+    torch.manual_seed(0)
+    model = notebook["resnet34"](num_classes=10)
+    spreads = notebook["output_spread"](model, ("layer1", "fc"), small_images())
+    assert set(spreads) == {"layer1", "fc"} and all(value > 0 for value in spreads.values())
+    assert not any(module._forward_hooks for module in model.modules())
+
+
+def test_shape_changes_names_what_each_part_does(notebook):
+    shapes = [("image", (3, 64, 64)), ("grows", (64, 32, 32)), ("keeps", (64, 16, 16)), ("widens", (256, 16, 16)),
+              ("narrows", (128, 16, 16))]
+    assert [row[-1] for row in notebook["shape_changes"](shapes)] == [
+        "halves, channels grow", "halves, channels stay", "same size, channels grow", "same size, channels shrink"]
+
+
+# Spot the bug: the notebook's own broken code, its shipped copies, the solutions and typical half-fixes.
+
+BUGS = ["FixedBlock1", "FixedBlock2", "FixedBlock3", "fixed_shortcut4", "FixedResNet5", "FixedResNet6",
+        "FixedResNet7", "FixedResNet8"]
+
+
+def broken_name(name: str) -> str:
+    return name.replace("Fixed", "Broken").replace("fixed", "broken")
+
+
+def solution_for(notebook, name: str):
+    """The reference fix as the notebook would hold it: a network's method goes into a ResNet subclass."""
+    solution = getattr(solutions, name)
+    return type(name, (solution, notebook["ResNet"]), {}) if name.startswith("FixedResNet") else solution
+
+
+@pytest.mark.parametrize("name", BUGS)
+def test_a_shipped_copy_is_not_attempted(shipped, capsys, name):
+    assert check_fix(name, shipped[name], shipped[broken_name(name)]) is None
+    assert capsys.readouterr().out.startswith(f"NOT ATTEMPTED: {name} still behaves exactly as the broken code")
+
+
+@pytest.mark.parametrize("name", BUGS)
+def test_the_solution_passes(shipped, capsys, name):
+    assert check_fix(name, solution_for(shipped, name), shipped[broken_name(name)]) is True
+    assert f"PASS: {name} is right." in capsys.readouterr().out
+
+
+def stride_on_the_block_only(self, block, channels, num_blocks, stride=1):
+    downsample = None
+    if self.in_channels != channels * block.expansion:
+        downsample = nn.Sequential(nn.Conv2d(self.in_channels, channels * block.expansion, 1, bias=False),
+                                   nn.BatchNorm2d(channels * block.expansion))
+    blocks = [block(self.in_channels, channels, stride, downsample)]
+    self.in_channels = channels * block.expansion
+    return nn.Sequential(*blocks, *[block(self.in_channels, channels) for _ in range(1, num_blocks)])
+
+
+def max_pool_without_padding(self, x):
+    x = nn.functional.max_pool2d(self.relu(self.bn1(self.conv1(x))), kernel_size=3, stride=2)
+    return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+
+def branch_relu_removed_but_none_after_the_sum(self, x):
+    identity = x if self.downsample is None else self.downsample(x)
+    return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity
+
+
+@pytest.mark.parametrize(("name", "method", "why"), [
+    ("FixedResNet5", {"_make_layer": stride_on_the_block_only}, "raised RuntimeError: The size of tensor a"),
+    ("FixedResNet7", {"forward_features": max_pool_without_padding},
+     "layer1 gives maps of (64, 15, 15), where ResNet-34's layer1 gives (64, 16, 16)"),
+    ("FixedBlock2", {"forward": branch_relu_removed_but_none_after_the_sum},
+     "with the same weights the two models compute different outputs"),
+])
+def test_a_half_fix_fails_with_the_reason(shipped, capsys, name, method, why):
+    base = shipped["ResNet"] if name.startswith("FixedResNet") else solutions.FixedBlock2
+    assert check_fix(name, type(name, (base,), method), shipped[broken_name(name)]) is False
+    output = capsys.readouterr().out
+    assert output.startswith("FAIL: ") and why in output

@@ -1,14 +1,16 @@
 """notebooks/02_vgg16_cifar10.ipynb: VGG16's size, shapes and torchvision layout, and the numbers its text states."""
 
 import math
-import re
+import warnings
 
+import matplotlib.pyplot as plt
+import numpy as np
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from helpers import ImageRecipe, grad_cam
+from helpers import History, ImageRecipe, grad_cam
 from tests.notebook_code import notebook_namespace
 
 # Output channels of VGG16's thirteen 3x3 convolutions, block by block.
@@ -141,21 +143,81 @@ def test_plateau_scheduler_cuts_after_more_than_patience_epochs_without_improvem
     assert (scheduler.threshold, scheduler.threshold_mode) == (1e-4, "rel")
 
 
-@pytest.mark.parametrize("answer, result, verdict", [
-    (None, None, "NOT ANSWERED YET"),
-    ("dropout", None, "Answer with"),
-    ("Dropout", True, "PASS"),
-    ("Dropout2d", False, "FAIL"),
+def test_torchvisions_1000_class_vgg16_differs_only_in_the_classifier():
+    """The numbers of the text: 87,942,110 parameters more, 83,886,080 from the 7x7 pool, 4,056,030 from 990 classes."""
+    with torch.device("meta"):
+        theirs = sum(p.numel() for p in torchvision.models.vgg16().parameters())
+    assert theirs == expected_parameter_count(1000, pool_size=7) == 138_357_544
+    assert theirs - expected_parameter_count(10) == 87_942_110
+    assert expected_parameter_count(10, pool_size=7) - expected_parameter_count(10) == 83_886_080
+    assert expected_parameter_count(1000) - expected_parameter_count(10) == 4_056_030
+
+
+def test_dropout2d_in_the_classifier_trains_exactly_as_dropout_on_the_cpu(vgg16_class):
+    """The exercise's answer: on (batch, 4096) vectors Dropout2d zeroes the same numbers as Dropout."""
+    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    gradients = []
+    for dropout in (nn.Dropout, nn.Dropout2d):
+        torch.manual_seed(0)
+        model = vgg16_class(num_classes=10, dropout=dropout).train()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="dropout2d: Received a 2-D input")
+            model(images).sum().backward()
+        gradients.append(model.classifier[0].weight.grad)
+        assert [type(layer) for layer in model.classifier].count(dropout) == 2
+    assert torch.equal(*gradients) and gradients[0].abs().sum() > 0
+
+
+@pytest.mark.parametrize(("matrix", "expected"), [
+    (np.full((10, 10), 7), (630, 336, 48 / 90)),  # every mistake equally likely: the random share itself
+    (np.diag(np.arange(1, 11)), (0, 0, 0.0)),  # no mistakes
 ])
-def test_dropout_exercise_check(notebook, capsys, answer, result, verdict):
-    state = torch.get_rng_state()
-    assert notebook["check_dropout_answer"](answer) is result
-    printed = capsys.readouterr().out
-    assert printed.startswith(verdict)
-    assert torch.equal(torch.get_rng_state(), state)
-    if result is not None:  # right or wrong, the check explains with numbers it measured
-        single = int(re.search(r"single numbers \((\d+)% of them", printed).group(1))
-        whole, elementwise = map(int, re.search(r"(\d+)% of the 2x2 feature maps.*\((\d+)% with nn.Dropout\)",
-                                                printed).groups())
-        assert 45 <= single <= 55 and whole == 100 and elementwise < 25  # 2 in 16 maps by chance with Dropout
-        assert "multiplies the others by 2" in printed and "2-D input" in printed
+def test_crossing_share_counts_mistakes_between_vehicles_and_animals(notebook, matrix, expected):
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    mistakes, crossing, random_share = notebook["crossing_share"](matrix, classes)
+    assert (mistakes, crossing) == expected[:2] and random_share == pytest.approx(expected[2])
+
+
+def test_crossing_share_weighs_the_random_share_by_each_class_mistakes(notebook):
+    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    matrix = np.zeros((10, 10), dtype=int)
+    matrix[3, 5] = 9  # nine cats taken for dogs: none crosses, and a cat's mistake would cross at 4/9
+    matrix[9, 1] = 3  # three trucks taken for automobiles
+    assert notebook["crossing_share"](matrix, classes) == (12, 0, pytest.approx((9 * 4 / 9 + 3 * 6 / 9) / 12))
+
+
+def one_epoch_run(valid_acc, train_acc=None):
+    return History(valid_acc=list(valid_acc), train_acc=list(train_acc or valid_acc))
+
+
+def test_plot_runs_keeps_one_colour_per_curve_and_one_style_per_run(notebook):
+    runs = {"first": one_epoch_run([50.0, 60.0], [55.0, 70.0]), "second": one_epoch_run([52.0, 58.0], [56.0, 75.0])}
+    fig = notebook["plot_runs"](runs, curves=("train_acc", "valid_acc"), title="Two runs")
+    lines = fig.axes[0].get_lines()
+    assert [(line.get_color(), line.get_linestyle()) for line in lines] == [
+        ("C0", "-"), ("C1", "-"), ("C0", "--"), ("C1", "--")]
+    assert [label.get_text() for label in fig.axes[0].get_legend().get_texts()] == [
+        "Training: first", "Validation: first", "Training: second", "Validation: second"]
+    assert list(fig.axes[0].get_xticks()) == [1, 2] and fig.axes[0].get_title() == "Two runs"
+    plt.close(fig)
+
+
+def test_plot_runs_says_that_one_epoch_shows_no_trend(notebook):
+    fig = notebook["plot_runs"]({"only": one_epoch_run([40.0])}, title="One run")
+    assert list(fig.axes[0].get_xticks()) == [1]
+    assert fig.axes[0].get_title() == "One run\n(one epoch: one point per curve, no trend to read)"
+    plt.close(fig)
+
+
+@pytest.mark.parametrize(("synthetic", "source"), [(True, "synthetic stand-in images, not CIFAR-10"),
+                                                   (False, "CIFAR-10 training images")])
+def test_the_transforms_figure_says_where_its_images_come_from(notebook, synthetic, source):
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    recipe = ImageRecipe(resize=70, crop=64, mean=(0.5,) * 3, std=(0.5,) * 3)
+    with torch.random.fork_rng(devices=[]):
+        fig = notebook["show_transforms"](images, [0, 9], ("airplane",) + ("?",) * 8 + ("truck",), recipe,
+                                          synthetic=synthetic)
+    assert fig.get_suptitle() == f"What the recipe does to 2 {source}"
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 * 6 and titles[:2] == ["airplane, 32x32", "resized 70x70"] and titles[11] == "centre crop"
+    plt.close(fig)
