@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: notebooks test test-data set-repo-url benchmark gpu-check lint clean
+.PHONY: notebooks test test-fast test-data set-repo-url benchmark gpu-check lint clean
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/run_notebooks.py
@@ -15,6 +15,10 @@ notebooks: $(STAMP)
 test: $(STAMP) test-data
 	SMOKE_TEST=1 $(BIN)/python -m pytest; status=$$?; \
 	if [ $$status -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$status
+
+# The edit-test loop: the unit tests without real data, other processes, kernels or notebooks (CI runs `test`).
+test-fast: $(STAMP)
+	SMOKE_TEST=1 $(BIN)/python -m pytest tests -m "not slow and not real_data" -q
 
 # The real-data tests need Fashion-MNIST: find a copy, or install Debian's package, or download it.
 test-data: $(STAMP)

@@ -7,6 +7,16 @@ import pytest
 
 matplotlib.use("Agg")  # tests draw figures without a screen
 
+# Fixtures that bring real data: a test that uses one (directly or through another fixture) trains or
+# tests on real images, and is left out of `make test-fast` (marker real_data).
+REAL_DATA_FIXTURES = {"fashion_mnist_dir"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if REAL_DATA_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_data)
+
 
 @pytest.fixture(scope="module")
 def one_cpu_thread():

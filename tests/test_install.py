@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 import torch
 
+pytestmark = pytest.mark.slow  # pip installs the package into a new environment
+
 ROOT = Path(__file__).resolve().parent.parent
 OUR_DISTRIBUTION = ("helpers", "deep_cnn_helpers", "__editable__")  # what the install under test must provide
 

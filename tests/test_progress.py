@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import nbformat
+import pytest
 from nbclient import NotebookClient
 
 from helpers.progress import EpochProgress
@@ -18,6 +19,7 @@ model, history = run(num_epochs=2, logging_interval=1)
 """
 
 
+@pytest.mark.slow
 def test_a_saved_notebook_shows_each_epochs_summary_not_a_frozen_progress_bar():
     notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(TRAINING_CELL)])
     NotebookClient(notebook, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(ROOT)}}).execute()

@@ -70,3 +70,43 @@ def test_make_test_gets_the_test_data_before_pytest():
     commands = result.stdout.splitlines()
     assert result.returncode == 0, result.stderr
     assert commands[0].endswith("python scripts/get_test_data.py") and "-m pytest" in commands[1]
+
+
+# The one skeleton every notebook follows (H2 headings, in order; text after a colon is the notebook's own).
+SKELETON = ("Set-up", "Settings", "The data", "The model", "Training", "Results", "What the network learned",
+            "Discussion", "Exercises", "Under the hood")
+
+
+def sections(path: Path) -> list[tuple[str, list[dict]]]:
+    """(H2 heading, the cells under it) in order; the cells before the first H2 under ""."""
+    found = [("", [])]
+    for cell in json.loads(path.read_text())["cells"]:
+        headings = [line[3:].strip() for line in "".join(cell["source"]).splitlines() if line.startswith("## ")]
+        if cell["cell_type"] == "markdown":
+            found += [(heading, []) for heading in headings]
+        found[-1][1].append(cell)
+    return found
+
+
+def skeleton_part(heading: str) -> str:
+    """ "The data: CIFAR-10 at 70x70" -> "The data"; plural "The models" and "networks" count as the same part."""
+    return heading.split(":")[0].strip().replace("The models", "The model").replace("networks", "network")
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_every_notebook_follows_the_one_skeleton(path):
+    assert [skeleton_part(heading) for heading, _ in sections(path)[1:]] == list(SKELETON)
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_set_up_installs_prints_versions_and_imports_and_settings_are_one_cell(path):
+    parts = dict(sections(path))
+    set_up = [cell for cell in parts[next(h for h in parts if h.startswith("Set-up"))] if cell["cell_type"] == "code"]
+    sources = ["".join(cell["source"]) for cell in set_up]
+    assert len(set_up) == 3 and "google.colab" in sources[0] and "%watermark" in sources[1]
+    assert "describe_hardware()" in sources[1] and "imports" in set_up[2]["metadata"].get("tags", [])
+    settings = [cell for cell in parts["Settings"] if cell["cell_type"] == "code"]
+    assert len(settings) == 1, "every setting lives in one cell"
+    names = re.findall(r"^([A-Z][A-Z_0-9]*) =", "".join(settings[0]["source"]), flags=re.MULTILINE)
+    assert {"SMOKE_TEST", "RANDOM_SEED", "BATCH_SIZE", "NUM_EPOCHS", "LEARNING_RATE", "RECIPE", "DEVICE",
+            "CHECKPOINTS"} <= set(names)

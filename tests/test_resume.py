@@ -96,6 +96,7 @@ def test_a_finished_run_tested_on_other_data_is_tested_again(tmp_path):
     assert loaded.test_acc == pytest.approx(compute_accuracy(model, flipped)) and loaded.test_acc != trained.test_acc
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kill", ["mid-epoch", "mid-save"])
 def test_a_run_killed_part_way_resumes_to_the_same_result(kill, tmp_path):
     def job(checkpoint, result, mode):
@@ -283,6 +284,7 @@ def test_scaler_state_carries_over_between_fp16_sessions(tmp_path, monkeypatch):
 TWO_KERNELS = Path(__file__).resolve().parent / "two_kernels_job.py"
 
 
+@pytest.mark.slow
 def test_two_processes_saving_one_checkpoint_never_break_it(tmp_path):
     """Each write has a temporary file of its own: no write deletes or interleaves with another's."""
     path = tmp_path / "shared.pt"
@@ -294,6 +296,7 @@ def test_two_processes_saving_one_checkpoint_never_break_it(tmp_path):
     assert not leftover_partials(path)
 
 
+@pytest.mark.slow
 def test_a_second_kernel_is_refused_while_the_first_trains_and_takes_over_when_it_dies(tmp_path):
     path = tmp_path / "run.pt"
     holder = subprocess.Popen([sys.executable, str(TWO_KERNELS), "hold", str(path)], stdout=subprocess.PIPE, text=True)

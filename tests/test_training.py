@@ -219,6 +219,7 @@ def test_channels_last_trains_to_the_same_result():
     assert history_channels_last.batch_losses == pytest.approx(history_plain.batch_losses, rel=1e-4, abs=1e-5)
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_to_the_same_result():
     def without_dropout():
         model = tiny_model()

@@ -10,7 +10,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import History, ImageRecipe, grad_cam
+from helpers import ImageRecipe, grad_cam
 from tests.notebook_code import notebook_namespace
 
 # Output channels of VGG16's thirteen 3x3 convolutions, block by block.
@@ -184,29 +184,6 @@ def test_crossing_share_weighs_the_random_share_by_each_class_mistakes(notebook)
     matrix[3, 5] = 9  # nine cats taken for dogs: none crosses, and a cat's mistake would cross at 4/9
     matrix[9, 1] = 3  # three trucks taken for automobiles
     assert notebook["crossing_share"](matrix, classes) == (12, 0, pytest.approx((9 * 4 / 9 + 3 * 6 / 9) / 12))
-
-
-def one_epoch_run(valid_acc, train_acc=None):
-    return History(valid_acc=list(valid_acc), train_acc=list(train_acc or valid_acc))
-
-
-def test_plot_runs_keeps_one_colour_per_curve_and_one_style_per_run(notebook):
-    runs = {"first": one_epoch_run([50.0, 60.0], [55.0, 70.0]), "second": one_epoch_run([52.0, 58.0], [56.0, 75.0])}
-    fig = notebook["plot_runs"](runs, curves=("train_acc", "valid_acc"), title="Two runs")
-    lines = fig.axes[0].get_lines()
-    assert [(line.get_color(), line.get_linestyle()) for line in lines] == [
-        ("C0", "-"), ("C1", "-"), ("C0", "--"), ("C1", "--")]
-    assert [label.get_text() for label in fig.axes[0].get_legend().get_texts()] == [
-        "Training: first", "Validation: first", "Training: second", "Validation: second"]
-    assert list(fig.axes[0].get_xticks()) == [1, 2] and fig.axes[0].get_title() == "Two runs"
-    plt.close(fig)
-
-
-def test_plot_runs_says_that_one_epoch_shows_no_trend(notebook):
-    fig = notebook["plot_runs"]({"only": one_epoch_run([40.0])}, title="One run")
-    assert list(fig.axes[0].get_xticks()) == [1]
-    assert fig.axes[0].get_title() == "One run\n(one epoch: one point per curve, no trend to read)"
-    plt.close(fig)
 
 
 @pytest.mark.parametrize(("synthetic", "source"), [(True, "synthetic stand-in images, not CIFAR-10"),
