@@ -29,7 +29,7 @@ from .checkpoint import (
 from .environment import get_device
 from .evaluation import Precision, eval_mode, evaluate
 from .loaders import check_count, class_names, data_signature, is_augmented, sample_images
-from .scheduling import check_scheduler, current_lrs, step_scheduler, steps_every_batch
+from .scheduling import check_scheduler, current_lrs, restore_state, saveable_state, step_scheduler, steps_every_batch
 
 # A cross-entropy loss this large means logits millions apart: the run has diverged, NaN or not.
 MAX_LOSS = 1e6
@@ -232,7 +232,7 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+            restore_state(self.scheduler, state["scheduler"])
         # A run saved on the CPU or in bf16 has no scaler state: under fp16 the fresh scaler starts over.
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -367,7 +367,7 @@ class _Run:
             signature=self.signature,
             model=self.model.state_dict(),
             optimizer=self.optimizer.state_dict(),
-            scheduler=self.scheduler.state_dict() if self.scheduler is not None else None,
+            scheduler=saveable_state(self.scheduler),
             scaler=self.scaler.state_dict(),
             history=asdict(self.history),
             best_model=self.best_state,
