@@ -56,11 +56,12 @@ def test_both_too_old_are_named_in_the_same_sentence():
     assert message.count(". ") == 0 and message.endswith("kernel.")
 
 
-def run_import(extra_path: list[Path]) -> subprocess.CompletedProcess:
+def run_import(folder: Path, extra_path: list[Path]) -> subprocess.CompletedProcess:
+    """`import helpers` in a fresh Python, run in folder (first on its path, so not where the helpers are)."""
     paths = [*map(str, extra_path), str(HELPERS_HOME)]
     environment = {key: value for key, value in os.environ.items() if not key.startswith("PYTHON")}
     return subprocess.run([sys.executable, "-c", "import helpers"], capture_output=True, text=True, timeout=300,
-                          env={**environment, "PYTHONPATH": os.pathsep.join(paths)}, cwd=HELPERS_HOME)
+                          env={**environment, "PYTHONPATH": os.pathsep.join(paths)}, cwd=folder)
 
 
 def fake_distribution(folder: Path, name: str, version: str) -> None:
@@ -71,20 +72,20 @@ def fake_distribution(folder: Path, name: str, version: str) -> None:
 
 
 def test_import_helpers_with_an_old_torch_stops_with_the_sentence(tmp_path):
-    fake_distribution(tmp_path, "torch", "2.2.2")
-    result = run_import([tmp_path])
+    fake_distribution(tmp_path / "fake", "torch", "2.2.2")
+    result = run_import(tmp_path, [tmp_path / "fake"])
     assert result.returncode == 1
     last_line = result.stderr.strip().splitlines()[-1]
     assert last_line == "ImportError: " + too_old_message({"torch": "2.2.2"})
 
 
 def test_import_helpers_with_an_old_torchvision_names_torchvision(tmp_path):
-    fake_distribution(tmp_path, "torchvision", "0.17.2")
-    result = run_import([tmp_path])
+    fake_distribution(tmp_path / "fake", "torchvision", "0.17.2")
+    result = run_import(tmp_path, [tmp_path / "fake"])
     assert result.returncode == 1
     assert result.stderr.strip().splitlines()[-1] == "ImportError: " + too_old_message({"torchvision": "0.17.2"})
 
 
-def test_a_normal_import_is_silent():
-    result = run_import([])
+def test_a_normal_import_is_silent(tmp_path):
+    result = run_import(tmp_path, [])
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
