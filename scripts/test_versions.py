@@ -146,8 +146,7 @@ def pytest(python: Path, arguments: list, cwd: Path, work: Path, report: Path) -
     environment = clean_environment()
     # XDG_CONFIG_DIRS: not this machine's site-wide pip settings (a cap on torch), which tests/test_install.py's
     # pip would otherwise apply to the torch it must keep.
-    environment.update(SMOKE_TEST="1", PYTHONPATH=str(work), MPLBACKEND="Agg",
-                       XDG_CONFIG_DIRS=str(work / "no-site-pip-settings"))
+    environment.update(SMOKE_TEST="1", PYTHONPATH=str(work), XDG_CONFIG_DIRS=str(work / "no-site-pip-settings"))
     # -P: not the current folder first on sys.path; --import-mode=append: not the checkout's helpers either.
     command = [python, "-P", "-m", "pytest", "-p", "installed_helpers_check", "-p", "no:cacheprovider",
                "--import-mode=append", "-rs", f"--junitxml={report}", *arguments]
