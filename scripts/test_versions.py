@@ -32,12 +32,13 @@ PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 COLAB_PYTHON = "3.13"  # shared/REFERENCE.md: what students on Colab run
 SHOWN = ("torch", "torchvision", "numpy", "matplotlib", "pillow", "tqdm", "watermark")
 
-# A pytest plugin for both runs: fail when the helpers were imported from anywhere but the installed package.
+# A pytest plugin: fail when the tests imported the helpers from anywhere but the installed package. (The notebooks
+# import them in their kernels, not in pytest's process: check_kernel_import checks those.)
 INSTALLED_CHECK = """
 import sys, sysconfig
 def pytest_sessionfinish(session):
-    where = getattr(sys.modules.get("helpers"), "__file__", None) or "nowhere"
-    if not where.startswith(sysconfig.get_path("purelib")):
+    where = getattr(sys.modules.get("helpers"), "__file__", None)
+    if where is not None and not where.startswith(sysconfig.get_path("purelib")):
         print(f"\\nhelpers was imported from {where}, not from the installed package: failing")
         session.exitstatus = 1
 """
@@ -139,14 +140,30 @@ def check_floors_kept(versions: dict[str, str]) -> None:
         sys.exit(f"These are not at their declared floor in .venv-oldest: {moved}. Delete .venv-oldest and rerun.")
 
 
-def pytest(python: Path, arguments: list, cwd: Path, work: Path, report: Path) -> dict[str, int]:
-    """Run pytest in smoke mode with the installed-copy check; the counts of its JUnit report."""
+def testing_environment(work: Path) -> dict[str, str]:
+    """The environment of the tests and notebooks: smoke mode, and the installed-copy check on the path."""
     (work / "installed_helpers_check.py").write_text(INSTALLED_CHECK)
     (work / "no-site-pip-settings").mkdir(exist_ok=True)
     environment = clean_environment()
     # XDG_CONFIG_DIRS: not this machine's site-wide pip settings (a cap on torch), which tests/test_install.py's
     # pip would otherwise apply to the torch it must keep.
     environment.update(SMOKE_TEST="1", PYTHONPATH=str(work), XDG_CONFIG_DIRS=str(work / "no-site-pip-settings"))
+    return environment
+
+
+def check_kernel_import(python: Path, folder: Path, work: Path) -> None:
+    """A Python started in folder, as a notebook's kernel is, imports the installed helpers."""
+    code = "import helpers, sysconfig; print(helpers.__file__.startswith(sysconfig.get_path('purelib')))"
+    installed = subprocess.run([python, "-c", code], cwd=folder, env=testing_environment(work), check=True,
+                               capture_output=True, text=True).stdout.strip()
+    if installed != "True":
+        sys.exit(f"A Python started in {folder} does not import the installed helpers: the notebooks would not test "
+                 "them.")
+
+
+def pytest(python: Path, arguments: list, cwd: Path, work: Path, report: Path) -> dict[str, int]:
+    """Run pytest in smoke mode with the installed-copy check; the counts of its JUnit report."""
+    environment = testing_environment(work)
     # -P: not the current folder first on sys.path; --import-mode=append: not the checkout's helpers either.
     command = [python, "-P", "-m", "pytest", "-p", "installed_helpers_check", "-p", "no:cacheprovider",
                "--import-mode=append", "-rs", f"--junitxml={report}", *arguments]
@@ -181,6 +198,7 @@ def test_end(end: str) -> dict:
         student.mkdir()
         for notebook in sorted((repository / "notebooks").glob("*.ipynb")):
             shutil.copy2(notebook, student)
+        check_kernel_import(python, student, work)
         notebooks = pytest(python, ["--nbval-lax", "--nbval-current-env", f"--rootdir={student}",
                                     *sorted(p.name for p in student.glob("*.ipynb"))], student, work,
                            work / "notebooks.xml")
