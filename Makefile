@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: notebooks test test-fast test-data set-repo-url benchmark gpu-check lint clean
+.PHONY: notebooks test test-fast test-data test-versions set-repo-url benchmark gpu-check lint clean
 
 notebooks: $(STAMP)
 	$(BIN)/python scripts/run_notebooks.py
@@ -23,6 +23,13 @@ test-fast: $(STAMP)
 # The real-data tests need Fashion-MNIST: find a copy, or install Debian's package, or download it.
 test-data: $(STAMP)
 	$(BIN)/python scripts/get_test_data.py
+
+# The declared version range, tested at both ends (separate from `make test`): the oldest versions pyproject.toml
+# allows and the newest releases, each in its own environment (.venv-oldest, .venv-newest), with the helpers
+# installed from a git URL as on Colab; unit tests, then every notebook in smoke mode. The first run downloads
+# several GB. One end only: make test-versions ENDS=oldest
+test-versions:
+	$(PYTHON) scripts/test_versions.py $(ENDS)
 
 # The repository the Colab notebooks install from and open: make set-repo-url URL=https://github.com/you/fork
 set-repo-url:

@@ -1,5 +1,9 @@
 """Shared helpers for the residual-network and VGG notebooks: data, training, evaluation, plots."""
 
+from .versions import check_versions
+
+check_versions()  # before anything imports torch: a too-old torch gets one sentence, not a deep failure
+
 from .checkpoint import CheckpointError
 from .comparison import (
     ModelMismatchError,

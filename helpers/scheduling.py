@@ -68,6 +68,44 @@ def _plain(value):
     return type(value).__name__  # a function (LambdaLR's lambda) can only be named, not compared
 
 
+# How a Counter (MultiStepLR's milestones) is saved: torch 2.3's weights_only loader refuses collections.Counter.
+_COUNTER = "collections.Counter"
+
+
+def saveable_state(scheduler) -> dict | None:
+    """scheduler.state_dict() in plain types that every supported torch's weights_only loader reads.
+
+    A Counter becomes a tagged dict; a method (torch 2.3's OneCycleLR keeps its annealing function in its
+    state) is left out: the scheduler that loads the state was built with the same settings, so it has it.
+    """
+    return None if scheduler is None else _saveable(scheduler.state_dict())
+
+
+def restore_state(scheduler, state: dict) -> None:
+    """Put back a state saved by saveable_state, with its Counters as Counters (MultiStepLR reads them by key)."""
+    scheduler.load_state_dict(_restored(state))
+
+
+def _saveable(value):
+    if isinstance(value, collections.Counter):
+        return {_COUNTER: dict(value)}
+    if isinstance(value, dict):
+        return {key: _saveable(item) for key, item in value.items() if not callable(item)}
+    if isinstance(value, list):
+        return [_saveable(item) for item in value]
+    return value
+
+
+def _restored(value):
+    if isinstance(value, dict):
+        if set(value) == {_COUNTER}:
+            return collections.Counter(value[_COUNTER])
+        return {key: _restored(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_restored(item) for item in value]
+    return value
+
+
 def step_scheduler(scheduler, valid_acc: float) -> None:
     """The end-of-epoch step: plateau schedulers read the validation accuracy, the others the epoch.
 

@@ -33,7 +33,7 @@ from .preflight import (
 from .progress import EpochProgress
 from .reproducibility import capture_rng_states, restore_rng_states
 from .run_checkpoint import NoCheckpoint, RunCheckpoint, weights_copy
-from .scheduling import current_lrs, step_scheduler, steps_every_batch
+from .scheduling import current_lrs, restore_state, saveable_state, step_scheduler, steps_every_batch
 
 # A cross-entropy loss this large means logits millions apart: the run has diverged, NaN or not.
 MAX_LOSS = 1e6
@@ -112,7 +112,7 @@ class _Run:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:
-            self.scheduler.load_state_dict(state["scheduler"])
+            restore_state(self.scheduler, state["scheduler"])
         # A run saved on the CPU or in bf16 has no scaler state: under fp16 the fresh scaler starts over.
         if state["scaler"]:
             self.scaler.load_state_dict(state["scaler"])
@@ -279,7 +279,7 @@ class _Run:
         return {
             "model": model_weights if model_weights is not None else self.model.state_dict(),
             "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+            "scheduler": saveable_state(self.scheduler),
             "scaler": self.scaler.state_dict(),
             "history": asdict(self.history),
             "best_model": self.best_state,

@@ -53,7 +53,10 @@ def test_data_dir_comes_from_argument_then_environment(tmp_path, monkeypatch):
     assert environment.default_data_dir() == tmp_path / "from-env"
     assert environment.default_data_dir(tmp_path / "given") == tmp_path / "given"
     monkeypatch.delenv("DATA_DIR")
-    assert environment.default_data_dir() == environment.repo_root() / "data"
+    monkeypatch.setattr(environment, "repo_root", lambda: tmp_path / "checkout")
+    assert environment.default_data_dir() == tmp_path / "checkout" / "data"
+    monkeypatch.setattr(environment, "repo_root", lambda: None)  # installed with pip, as on Colab
+    assert environment.default_data_dir() == Path("data")
 
 
 def test_an_empty_smoke_setting_means_unset(monkeypatch):

@@ -31,6 +31,8 @@ def warnings_are_errors():
         warnings.simplefilter("error")
         # Not ResourceWarning: it comes from whatever the garbage collector finalises now, often another test's.
         warnings.simplefilter("default", ResourceWarning)
+        # Nor torch 2.3's note on every lazy module (tests/support.py's TinyNet has a LazyLinear): not a figure's.
+        warnings.filterwarnings("ignore", "Lazy modules are a new feature", UserWarning)
         yield
     plt.close("all")
 
