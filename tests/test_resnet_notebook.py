@@ -65,6 +65,7 @@ def test_block_expansions(shipped):
     assert shipped["Bottleneck"].expansion == solutions.Bottleneck.expansion == 4  # the exercise states it
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["resnet34", "resnet50"])
 def test_weights_load_both_ways_and_give_identical_outputs(notebook, name):
     ours_builder, theirs_builder = notebook[name], getattr(torchvision.models, name)
@@ -197,6 +198,7 @@ def test_the_shipped_exercise_is_reported_as_not_attempted(shipped, capsys):
     assert "NOT ATTEMPTED" in output and "PASS" not in output and "FAIL" not in output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("block", [StudentBottleneck, torchvision.models.resnet.Bottleneck],
                          ids=["a student's block", "torchvision's block"])
 def test_a_correct_bottleneck_passes_and_is_kept(shipped, capsys, block):
@@ -212,6 +214,7 @@ def test_a_correct_bottleneck_passes_and_is_kept(shipped, capsys, block):
     (ReluBeforeAddition, "with the same weights the two models compute different outputs"),
     (StrideNowhere, "raised RuntimeError: The size of tensor a"),
 ])
+@pytest.mark.slow
 def test_a_wrong_bottleneck_fails_with_the_reason_and_the_notebook_goes_on(shipped, capsys, block, reason):
     assert check_bottleneck(block, shipped["ResNet"], small_images()) is solutions.Bottleneck
     output = capsys.readouterr().out
@@ -227,6 +230,7 @@ def test_forward_is_the_head_of_the_features(notebook):
         assert torch.equal(model.forward_head(features), model(small_images()))
 
 
+@pytest.mark.slow
 def test_resnet34_and_timms_exchange_weights_with_identical_outputs(notebook):
     timm = pytest.importorskip("timm", reason="timm is not installed")
     images = small_images()

@@ -200,6 +200,7 @@ def test_a_partial_file_left_by_a_crash_is_removed_before_training(tmp_path):
 # ----------------------------------------------------------------- failed writes
 
 
+@pytest.mark.slow
 def test_a_full_disk_mid_run_keeps_the_last_good_epoch_and_resumes_from_it(tmp_path, monkeypatch):
     path = tmp_path / "run.pt"
     model_straight, history_straight = run(num_epochs=3, checkpoint_path=tmp_path / "straight.pt")

@@ -86,6 +86,7 @@ def test_import_helpers_with_an_old_torchvision_names_torchvision(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "ImportError: " + too_old_message({"torchvision": "0.17.2"})
 
 
+@pytest.mark.slow
 def test_a_normal_import_is_silent(tmp_path):
     result = run_import(tmp_path, [])
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")

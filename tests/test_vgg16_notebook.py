@@ -153,6 +153,7 @@ def test_torchvisions_1000_class_vgg16_differs_only_in_the_classifier():
     assert expected_parameter_count(1000) - expected_parameter_count(10) == 4_056_030
 
 
+@pytest.mark.slow
 def test_dropout2d_in_the_classifier_trains_exactly_as_dropout_on_the_cpu(vgg16_class):
     """The exercise's answer: on (batch, 4096) vectors Dropout2d zeroes the same numbers as Dropout."""
     images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
