@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -31,11 +32,22 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 CACHE_FOLDER = ".decoded"
 CACHE_FORMAT = 1  # part of the key: a change in what the cache holds makes older caches stale
 MODES = {1: "L", 3: "RGB"}  # the PIL mode an image must have, by the dataset's number of channels
+DIGITS = re.compile(r"(\d+)")
 CHUNK_SIZE = 512  # images per task of the thread pool: one task per image would cost more than a decode
 
 
 class ImageFolderError(ValueError):
     """An image folder that cannot be read as the dataset it is meant to hold."""
+
+
+class ImageFile(NamedTuple):
+    """One image of an image folder, as listed: plain strings and numbers, since CIFAR-10 has 60,000."""
+
+    path: str  # as the folder was given, joined with split/class/name
+    relative: str  # split/class/name: what the cache key hashes, wherever the folder is
+    label: int
+    size: int
+    mtime_ns: int
 
 
 def class_folder_name(class_name: str) -> str:
@@ -54,14 +66,15 @@ def find_image_folder(root: str | os.PathLike, names: tuple[str, ...] = ()) -> P
     return next((folder for folder in (root, *(root / name for name in names)) if is_image_folder(folder)), None)
 
 
-def natural_key(name: str) -> tuple:
+def natural_key(name: str) -> tuple[list, str]:
     """Sort key that orders the numbers inside names by value: img2.png before img10.png."""
-    parts = re.split(r"(\d+)", name.lower())  # str, number, str, ...: each position holds one kind
-    return tuple(int(part) if index % 2 else part for index, part in enumerate(parts)), name
+    parts: list = DIGITS.split(name.lower())  # text, number, text, ...: each position holds one kind
+    parts[1::2] = map(int, parts[1::2])
+    return parts, name  # the name itself breaks ties ("01.png" and "1.png"), so the order is always the same
 
 
-def list_images(folder: Path, classes: tuple[str, ...]) -> dict[str, list[tuple[Path, int]]]:
-    """(file, label) for each image of each split, by class then by natural file name order.
+def list_images(folder: Path, classes: tuple[str, ...]) -> dict[str, list[ImageFile]]:
+    """The images of each split, by class then by natural file name order.
 
     Raises ImageFolderError for a missing split or class folder, an unknown class folder or a split
     without images.
@@ -69,7 +82,7 @@ def list_images(folder: Path, classes: tuple[str, ...]) -> dict[str, list[tuple[
     return {split: _list_split(folder / split, classes) for split in SPLITS}
 
 
-def _list_split(split_folder: Path, classes: tuple[str, ...]) -> list[tuple[Path, int]]:
+def _list_split(split_folder: Path, classes: tuple[str, ...]) -> list[ImageFile]:
     expected = [class_folder_name(name) for name in classes]
     if not split_folder.is_dir():
         raise ImageFolderError(
@@ -89,7 +102,7 @@ def _list_split(split_folder: Path, classes: tuple[str, ...]) -> list[tuple[Path
             f"{split_folder} lacks the class folders {', '.join(missing)}: every class needs one "
             f"({', '.join(expected)}). Add them, or point data_dir at a complete copy."
         )
-    images = [(path, label) for label, name in enumerate(expected) for path in _images_in(split_folder / name)]
+    images = [image for label, name in enumerate(expected) for image in _images_in(split_folder, name, label)]
     if not images:
         raise ImageFolderError(
             f"{split_folder} holds no images: put the JPEG or PNG files in its class folders "
@@ -98,25 +111,27 @@ def _list_split(split_folder: Path, classes: tuple[str, ...]) -> list[tuple[Path
     return images
 
 
-def _images_in(class_folder: Path) -> list[Path]:
-    names = [entry.name for entry in os.scandir(class_folder) if entry.is_file() and not entry.name.startswith(".")
-             and Path(entry.name).suffix.lower() in IMAGE_SUFFIXES]
-    return [class_folder / name for name in sorted(names, key=natural_key)]
+def _images_in(split_folder: Path, class_name: str, label: int) -> list[ImageFile]:
+    class_folder = os.path.join(split_folder, class_name)
+    relative_folder = f"{split_folder.name}/{class_name}"
+    entries = sorted((entry for entry in os.scandir(class_folder) if not entry.name.startswith(".")
+                      and os.path.splitext(entry.name)[1].lower() in IMAGE_SUFFIXES and entry.is_file()),
+                     key=lambda entry: natural_key(entry.name))
+    return [ImageFile(entry.path, f"{relative_folder}/{entry.name}", label, stat.st_size, stat.st_mtime_ns)
+            for entry in entries for stat in (entry.stat(),)]
 
 
-def cache_key(folder: Path, images: dict[str, list[tuple[Path, int]]], classes, shape) -> str:
-    """A hash of every image's path (relative to `folder`), size and modification time, and of what the
+def cache_key(images: dict[str, list[ImageFile]], classes, shape) -> str:
+    """A hash of every image's path (relative to the folder), size and modification time, and of what the
     tensors mean (classes, shape): any change to the files or the dataset makes a new key."""
     digest = hashlib.sha256(repr((CACHE_FORMAT, tuple(classes), tuple(shape))).encode())
-    for split in SPLITS:
-        for path, label in images[split]:
-            stat = path.stat()
-            digest.update(f"{path.relative_to(folder).as_posix()}\0{label}\0{stat.st_size}\0{stat.st_mtime_ns}\n"
-                          .encode())
+    lines = (f"{image.relative}\0{image.label}\0{image.size}\0{image.mtime_ns}\n"
+             for split in SPLITS for image in images[split])
+    digest.update("".join(lines).encode())
     return digest.hexdigest()[:24]
 
 
-def decode_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
+def decode_image(path: str | Path, shape: tuple[int, int, int]) -> np.ndarray:
     """One image file as a uint8 array (C, H, W), checked against the dataset's (C, H, W)."""
     channels, height, width = shape
     try:
@@ -139,7 +154,7 @@ def decode_image(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     return pixels.reshape(height, width, channels).transpose(2, 0, 1)
 
 
-def decode_images(paths: list[Path], shape: tuple[int, int, int]) -> torch.Tensor:
+def decode_images(paths: list[str], shape: tuple[int, int, int]) -> torch.Tensor:
     """All the files as one uint8 tensor (N, C, H, W), decoded by a thread pool (PIL lets go of the GIL)."""
     out = np.empty((len(paths), *shape), dtype=np.uint8)
 
@@ -168,7 +183,7 @@ def read_image_folder(folder: str | os.PathLike, classes: tuple[str, ...], shape
     """
     folder = Path(folder)
     images = list_images(folder, classes)
-    cache = folder / CACHE_FOLDER / f"{cache_key(folder, images, classes, shape)}.pt"
+    cache = folder / CACHE_FOLDER / f"{cache_key(images, classes, shape)}.pt"
     cached = _read_cache(cache, images, shape)
     if cached is not None:
         return cached
@@ -176,14 +191,13 @@ def read_image_folder(folder: str | os.PathLike, classes: tuple[str, ...], shape
     print(f"Decoding {total:,} {name} images from {folder} (once: they are cached in {cache.parent}).")
     tensors = {}
     for split in SPLITS:
-        paths, labels = zip(*images[split])
-        tensors[f"{split}_images"] = decode_images(list(paths), shape)
-        tensors[f"{split}_labels"] = torch.tensor(labels, dtype=torch.long)
+        tensors[f"{split}_images"] = decode_images([image.path for image in images[split]], shape)
+        tensors[f"{split}_labels"] = torch.tensor([image.label for image in images[split]], dtype=torch.long)
     _write_cache(cache, tensors)
     return tensors
 
 
-def _read_cache(cache: Path, images: dict[str, list[tuple[Path, int]]], shape) -> dict[str, torch.Tensor] | None:
+def _read_cache(cache: Path, images: dict[str, list[ImageFile]], shape) -> dict[str, torch.Tensor] | None:
     """The cached tensors if `cache` holds what `images` decode to; None when it is missing or damaged."""
     if not cache.is_file():
         return None
@@ -212,6 +226,7 @@ def _write_cache(cache: Path, tensors: dict[str, torch.Tensor]) -> None:
             torch.save(tensors, file)
             file.flush()
             os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)  # mkstemp's file is private; others who may read the folder may read its cache
         os.replace(temporary, cache)
     except OSError as error:
         if temporary is not None:
