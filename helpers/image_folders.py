@@ -7,7 +7,7 @@ is the folder T-shirt_top). Files are read in class order, then by file name in 
 case of their extension; dotfiles and other files are left alone.
 
 Decoding tens of thousands of small files takes seconds, so the decoded tensors are cached in the
-folder itself (<folder>/.decoded/<key>.pt, the key a hash of every file's path, size and change time):
+folder itself (<folder>/.decoded/<key>.pt, the key a hash of every file's path, size and modification time):
 the second load reads one file. A changed, added or removed image changes the key, and the images
 are decoded again.
 """
