@@ -1,4 +1,5 @@
-"""Getting datasets: from disk, a folder of IDX files or a download, into memory as uint8 tensors, once.
+"""Getting datasets: from disk, a folder of IDX files, an image folder or a download, into memory as uint8
+tensors, once.
 
 In smoke mode a small subset is kept, and a dataset that cannot be had is replaced by synthetic
 data of the same shape, saying so. The loaders that serve the images are in loaders.py.
@@ -19,6 +20,7 @@ from torchvision import datasets
 
 from . import downloads
 from .environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE, default_data_dir, is_smoke_test
+from .image_folders import find_image_folder, read_image_folder
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -32,6 +34,9 @@ class DatasetInfo:
     shape: tuple[int, int, int]
     classes: tuple[str, ...]
     idx: bool = False  # published as IDX files, which a folder may hold instead of torchvision's copy
+    # Names an image folder of it (train/<class>/*.jpg, test/<class>/*.jpg) may have inside data_dir;
+    # data_dir itself may be one too.
+    image_folders: tuple[str, ...] = ()
 
 
 DATASETS = {
@@ -49,6 +54,7 @@ DATASETS = {
         datasets.CIFAR10,
         (3, 32, 32),
         ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"),
+        image_folders=("cifar10-jpeg", "cifar10", "CIFAR-10-images"),  # the last: github.com/YoongiKim's copy
     ),
 }
 
@@ -105,6 +111,19 @@ def _from_idx_folder(info: DatasetInfo, folder: Path) -> ImageData | None:
         read_idx(files["test_images"]).unsqueeze(1), read_idx(files["test_labels"]).long(),
         info.classes, synthetic=False,
     )
+
+
+# --------------------------------------------------------------------------- image folders
+
+
+def _from_image_folder(info: DatasetInfo, root: Path) -> ImageData | None:
+    """The dataset from an image folder at root or at one of its usual names inside root, if there is one."""
+    folder = find_image_folder(root, info.image_folders)
+    if folder is None:
+        return None
+    tensors = read_image_folder(folder, info.classes, info.shape, name=info.name)
+    return ImageData(tensors["train_images"], tensors["train_labels"], tensors["test_images"],
+                     tensors["test_labels"], info.classes, synthetic=False)
 
 
 # --------------------------------------------------------------------------- torchvision's copies
@@ -186,8 +205,11 @@ def load_dataset(name: str, data_dir=None, download: bool = True, smoke_test: bo
     """Load a whole dataset into memory as uint8 tensors, once.
 
     `data_dir` (else $DATA_DIR, else data/) holds torchvision's copy, or for the MNIST family just
-    the four IDX files. Missing there, the dataset is downloaded into it. In smoke mode a small
-    subset is kept, and a dataset that cannot be had is replaced by synthetic data, saying so.
+    the four IDX files, or an image folder (train/<class>/*.jpg and test/<class>/*.jpg, JPEG or PNG;
+    decoded once, then read from its cache: see image_folders.py) there or inside it under one of the
+    names in DATASETS (for CIFAR-10: cifar10-jpeg, cifar10, CIFAR-10-images). Missing there, the dataset
+    is downloaded into it. In smoke mode a small subset is kept, and a dataset that cannot be had is
+    replaced by synthetic data, saying so. A damaged image folder raises image_folders.ImageFolderError.
     """
     info = dataset_info(name)
     smoke_test = is_smoke_test() if smoke_test is None else smoke_test
@@ -217,6 +239,9 @@ def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData
     idx_copy = _from_idx_folder(info, root)
     if idx_copy is not None:
         return idx_copy
+    folder_copy = _from_image_folder(info, root)  # a damaged folder raises: it is the copy meant, to be fixed
+    if folder_copy is not None:
+        return folder_copy
     if download:
         try:
             return _download(info, root)
@@ -233,9 +258,15 @@ def _missing_message(info: DatasetInfo, root: Path, error: Exception, download: 
         f"    python -c \"from torchvision import datasets; "
         f"datasets.{info.torchvision_class.__name__}('{root}', download=True)\"\n"
         f"and copy that folder to {root.resolve()} here, or point DATA_DIR (or data_dir=) at a copy you have"
-        f"{' (or at a folder of its four IDX files)' if info.idx else ''}.\n"
+        f"{' (or at a folder of its four IDX files)' if info.idx else ''}. An image folder works too: "
+        f"train/<class>/*.jpg and test/<class>/*.jpg (JPEG or PNG), as {_image_folder_places(info, root)}.\n"
         f"To try the code without the data, set SMOKE_TEST=1: it runs offline on synthetic images."
     )
+
+
+def _image_folder_places(info: DatasetInfo, root: Path) -> str:
+    """Where load_dataset looks for an image folder: data_dir itself, then the dataset's folder names in it."""
+    return " or ".join([str(root.resolve()), *(str(root.resolve() / name) for name in info.image_folders)])
 
 
 def _short(error: Exception) -> str:

@@ -1,4 +1,4 @@
-"""Shared test settings, and the real Fashion-MNIST for the tests that train on real data."""
+"""Shared test settings, and the real Fashion-MNIST (and, where it is here, CIFAR-10) for the real-data tests."""
 
 from pathlib import Path
 
@@ -9,7 +9,14 @@ matplotlib.use("Agg")  # tests draw figures without a screen
 
 # Fixtures that bring real data: a test that uses one (directly or through another fixture) trains or
 # tests on real images, and is left out of `make test-fast` (marker real_data).
-REAL_DATA_FIXTURES = {"fashion_mnist_dir"}
+REAL_DATA_FIXTURES = {"fashion_mnist_dir", "cifar10_dir"}
+
+# Real CIFAR-10 is optional (`make test` never fails for want of it): the tests that need it say how to get it.
+CIFAR10_MISSING = (
+    "Real CIFAR-10 is not on this machine; get it with torchvision's download (about 170 MB): "
+    "`python -c \"from torchvision import datasets; datasets.CIFAR10('data', download=True)\"`, "
+    "or name a copy: `CIFAR10_ARCHIVE=path/to/cifar10-jpeg.tar.xz make test`."
+)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -49,6 +56,18 @@ def fashion_mnist_dir() -> Path:
     pytest.fail(f"Real Fashion-MNIST, which this test needs, is in none of {places}: install it with "
                 "`sudo apt-get install dataset-fashion-mnist` (or run `make test-data`, which downloads it "
                 "where apt cannot), then run the tests again.", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def cifar10_dir() -> Path:
+    """A data_dir where load_dataset finds real CIFAR-10 (torchvision's copy, or an image folder such as the JPEG
+    copy `make test-data` unpacks from CIFAR10_ARCHIVE); the test is skipped, saying how to get it, without one."""
+    from tests.support import cifar10_data_dirs, holds_cifar10  # here: the Agg backend is chosen first
+
+    found = next((folder for folder in cifar10_data_dirs() if holds_cifar10(folder)), None)
+    if found is None:
+        pytest.skip(CIFAR10_MISSING)
+    return found
 
 
 @pytest.fixture

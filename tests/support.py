@@ -1,5 +1,5 @@
 """Shared test helpers: a tiny learnable dataset and network, a tiny run and its comparisons, and where real
-Fashion-MNIST may be."""
+Fashion-MNIST and CIFAR-10 may be."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from helpers import CheckpointError, DeviceLoader, ImageRecipe, set_all_seeds, train_model
-from helpers.datasets import make_synthetic_data
+from helpers.datasets import DATASETS, make_synthetic_data
+from helpers.image_folders import find_image_folder
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
@@ -57,6 +58,22 @@ def fashion_mnist_folders() -> list[Path]:
     roots = [Path(os.environ["DATA_DIR"]).expanduser()] if os.environ.get("DATA_DIR") else []
     roots.append(Path(__file__).resolve().parent.parent / "data")
     return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)] + [DEBIAN_FASHION_MNIST]
+
+
+def cifar10_data_dirs() -> list[Path]:
+    """Where real CIFAR-10 may be: the folder CIFAR10_ARCHIVE names (an archive it names is unpacked into data/ by
+    `make test-data`), $DATA_DIR, the checkout's data/."""
+    named = Path(os.environ.get("CIFAR10_ARCHIVE", "").strip() or "/nonexistent").expanduser()
+    roots = [named] if named.is_dir() else []
+    if os.environ.get("DATA_DIR"):
+        roots.append(Path(os.environ["DATA_DIR"]).expanduser())
+    return roots + [Path(__file__).resolve().parent.parent / "data"]
+
+
+def holds_cifar10(data_dir: Path) -> bool:
+    """True when load_dataset("cifar10", data_dir=...) finds a copy there: torchvision's, or an image folder."""
+    image_folder = find_image_folder(data_dir, DATASETS["cifar10"].image_folders)
+    return (data_dir / "cifar-10-batches-py").is_dir() or image_folder is not None
 
 
 def run(num_epochs=2, lr=0.05, scheduler_factory=None, optimizer_class=torch.optim.SGD, model=None,

@@ -1,4 +1,4 @@
-"""Getting datasets: splits, synthetic data, smoke mode, missing data, IDX files and real Fashion-MNIST."""
+"""Getting datasets: splits, synthetic data, smoke mode, missing data, IDX files, real Fashion-MNIST and CIFAR-10."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gzip
 import pytest
 import torch
 
+from helpers import image_folders
 from helpers.datasets import (
     DATASETS,
     DatasetUnavailableError,
@@ -100,6 +101,31 @@ def test_real_fashion_mnist_loads_with_its_true_shape(fashion_mnist_dir):
     assert not data.synthetic
     assert data.train_images.shape == (60_000, 1, 28, 28) and data.test_images.shape == (10_000, 1, 28, 28)
     assert torch.bincount(data.train_labels).tolist() == [6_000] * 10
+
+
+def test_real_cifar_loads(cifar10_dir, monkeypatch):
+    """All of real CIFAR-10 (torchvision's copy, or a JPEG copy of it, as CI has); an image folder is decoded once,
+    then served from its cache."""
+    data = load_dataset("cifar10", data_dir=cifar10_dir, download=False, smoke_test=False)
+    assert not data.synthetic
+    assert data.train_images.shape == (50_000, 3, 32, 32) and data.test_images.shape == (10_000, 3, 32, 32)
+    assert data.train_images.dtype == data.test_images.dtype == torch.uint8
+    assert data.train_labels.dtype == data.test_labels.dtype == torch.int64
+    assert torch.bincount(data.train_labels).tolist() == [5_000] * 10
+    assert torch.bincount(data.test_labels).tolist() == [1_000] * 10
+    # torchvision's CIFAR10.classes (read from the dataset's own batches.meta, so spelled out here)
+    assert data.classes == ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+    folder = image_folders.find_image_folder(cifar10_dir, DATASETS["cifar10"].image_folders)
+    if folder is not None and not any((folder / image_folders.CACHE_FOLDER).glob("*.pt")):
+        pytest.skip(f"{folder} cannot be written, so its images are decoded on every load (no cache to test).")
+
+    def decode_again(path, shape):
+        raise AssertionError(f"{path} was decoded again: the second load must come from the cache")
+
+    monkeypatch.setattr(image_folders, "decode_image", decode_again)
+    again = load_dataset("cifar10", data_dir=cifar10_dir, download=False, smoke_test=False)
+    assert torch.equal(again.train_images, data.train_images) and torch.equal(again.test_labels, data.test_labels)
 
 
 @pytest.mark.parametrize("compressed", [True, False])

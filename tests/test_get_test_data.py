@@ -1,7 +1,9 @@
-"""scripts/get_test_data.py, the first step of `make test`: each way of getting Fashion-MNIST, and the way it fails.
+"""scripts/get_test_data.py, the first step of `make test`: each way of getting Fashion-MNIST, and the way it fails;
+then real CIFAR-10 from the archive or folder CIFAR10_ARCHIVE names.
 
-apt-get and sudo are replaced by small shell scripts on PATH, and torchvision's host by a local HTTP server,
-so every branch runs here without touching the machine's packages or the network.
+apt-get and sudo are replaced by small shell scripts on PATH, torchvision's host by a local HTTP server, and the
+CIFAR-10 archive by a tiny one each test builds, so every branch runs here without touching the machine's
+packages, its data or the network.
 """
 
 from __future__ import annotations
@@ -9,15 +11,23 @@ from __future__ import annotations
 import gzip
 import hashlib
 import importlib.util
+import io
 import socket
+import tarfile
 import threading
 import time
+import zipfile
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
+from PIL import Image
 from torchvision import datasets
+
+from helpers.datasets import DATASETS, load_dataset
 
 ROOT = Path(__file__).resolve().parent.parent
 FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
@@ -65,6 +75,7 @@ def script(tmp_path, monkeypatch):
     monkeypatch.setattr(module, "REPO_DATA", tmp_path / "repo-data")
     monkeypatch.setattr(module, "DEBIAN_DIR", tmp_path / "debian")
     monkeypatch.setenv("DATA_DIR", str(tmp_path / "data-dir"))
+    monkeypatch.delenv("CIFAR10_ARCHIVE", raising=False)  # `make test` may name the real one: never unpack it here
     monkeypatch.setattr(datasets.FashionMNIST, "mirrors", [closed_port_url()])
     for proxy in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
         monkeypatch.delenv(proxy, raising=False)
@@ -198,3 +209,194 @@ def test_without_apt_torchvision_downloads_where_the_loaders_look(script, local_
     assert script.find_copy() == tmp_path / "data-dir" / "FashionMNIST" / "raw"
     test_set = datasets.FashionMNIST(tmp_path / "data-dir", train=False, download=False)
     assert tuple(test_set.data.shape) == (2, 28, 28) and test_set.targets.tolist() == [0, 1]
+
+
+# ----------------------------------------------------------------- CIFAR-10 from CIFAR10_ARCHIVE
+
+CIFAR = DATASETS["cifar10"]
+
+
+def cifar_folder(folder: Path) -> Path:
+    """A tiny CIFAR-10 image folder: one 32x32 JPEG per class and split (PNG for the airplanes, to compare)."""
+    generator = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for name in CIFAR.classes:
+            (folder / split / name).mkdir(parents=True)
+            pixels = generator.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+            Image.fromarray(pixels).save(folder / split / name / ("0001.png" if name == "airplane" else "0001.jpg"))
+    return folder
+
+
+def archive_of(folder: Path, archive: Path) -> Path:
+    """folder packed as archive (.tar.xz, .tar.gz, .tar or .zip), with folder's name at the top, as the real one."""
+    if archive.suffix == ".zip":
+        with zipfile.ZipFile(archive, "w") as zipped:
+            for path in sorted(folder.rglob("*")):
+                zipped.write(path, path.relative_to(folder.parent).as_posix())
+        return archive
+    mode = {".xz": "w:xz", ".gz": "w:gz", ".tar": "w"}[archive.suffix]
+    with tarfile.open(archive, mode) as tarred:
+        tarred.add(folder, arcname=folder.name)
+    return archive
+
+
+@pytest.fixture
+def cifar_archive(tmp_path):
+    return archive_of(cifar_folder(tmp_path / "made" / "cifar10-jpeg"), tmp_path / "cifar10-jpeg.tar.xz")
+
+
+def unpacked(tmp_path) -> Path:
+    return tmp_path / "repo-data" / "cifar10-jpeg"
+
+
+def leftovers(tmp_path) -> list[str]:
+    """What an unpack left in data/ besides data/cifar10-jpeg: never a temporary folder."""
+    return sorted(path.name for path in (tmp_path / "repo-data").iterdir() if path.name != "cifar10-jpeg")
+
+
+def test_the_script_knows_cifar10_as_the_helpers_do(script):
+    assert script.CIFAR10_CLASSES == CIFAR.classes and script.CIFAR10_FOLDERS == CIFAR.image_folders
+    assert script.CIFAR10_UNPACKED in CIFAR.image_folders
+
+
+@pytest.mark.parametrize("suffix", [".tar.xz", ".tar.gz", ".tar", ".zip"])
+def test_an_archive_is_unpacked_into_data_where_load_dataset_finds_it(script, tmp_path, monkeypatch, capsys, suffix):
+    made = cifar_folder(tmp_path / "made" / "cifar10-jpeg")
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(archive_of(made, tmp_path / f"cifar10-jpeg{suffix}")))
+    assert script.prepare_cifar10() == 0
+    assert f"CIFAR-10 for the real-CIFAR tests: {unpacked(tmp_path)}" in capsys.readouterr().out
+    assert leftovers(tmp_path) == []
+    data = load_dataset("cifar10", data_dir=tmp_path / "repo-data", download=False, smoke_test=False)
+    with Image.open(made / "train" / "airplane" / "0001.png") as image:
+        expected = torch.from_numpy(np.array(image)).permute(2, 0, 1)
+    assert torch.equal(data.train_images[0], expected) and data.train_labels.tolist() == list(range(10))
+
+
+def test_a_second_run_finds_the_unpacked_copy_and_unpacks_nothing(script, cifar_archive, tmp_path, monkeypatch):
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(cifar_archive))
+    assert script.prepare_cifar10() == 0
+    monkeypatch.setattr(script, "extract", lambda *args: pytest.fail("the archive was unpacked again"))
+    assert script.prepare_cifar10() == 0
+    assert script.is_complete_cifar10(unpacked(tmp_path))
+
+
+def test_a_folder_is_used_in_place(script, tmp_path, monkeypatch, capsys):
+    folder = cifar_folder(tmp_path / "mine" / "cifar10-jpeg")
+    for named in (folder, folder.parent):  # the image folder itself, or a folder that holds it
+        monkeypatch.setenv("CIFAR10_ARCHIVE", str(named))
+        assert script.prepare_cifar10() == 0
+        assert f"CIFAR-10 for the real-CIFAR tests: {named}" in capsys.readouterr().out
+    assert not (tmp_path / "repo-data").exists(), "nothing is copied"
+
+
+def test_an_interrupted_unpack_leaves_nothing_that_looks_complete(script, cifar_archive, tmp_path, monkeypatch):
+    real_extract = script.extract
+
+    def interrupted(archive, destination):
+        real_extract(archive, destination)
+        raise KeyboardInterrupt  # Ctrl-C after the files are out, before the rename
+
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(cifar_archive))
+    monkeypatch.setattr(script, "extract", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        script.prepare_cifar10()
+    assert not unpacked(tmp_path).exists() and leftovers(tmp_path) == []
+
+
+def test_without_a_copy_the_real_cifar_tests_are_skipped_saying_how_to_get_one(script, capsys):
+    assert script.prepare_cifar10() == 0
+    output = capsys.readouterr()
+    assert output.out.splitlines() == [script.CIFAR10_MISSING] and output.err == ""
+    assert "CIFAR10_ARCHIVE=" in script.CIFAR10_MISSING and "download=True" in script.CIFAR10_MISSING
+
+
+def test_a_copy_in_data_is_found_without_cifar10_archive(script, tmp_path, capsys):
+    cifar_folder(tmp_path / "data-dir" / "CIFAR-10-images")
+    assert script.prepare_cifar10() == 0
+    assert f"CIFAR-10 for the real-CIFAR tests: {tmp_path / 'data-dir'}" in capsys.readouterr().out
+
+
+def fails_naming(script, capsys, *names: str) -> str:
+    """prepare_cifar10 fails, and says on stderr what went wrong: every one of names is in its message."""
+    assert script.prepare_cifar10() == 1
+    message = capsys.readouterr().err
+    assert all(name in message for name in names), message
+    return message
+
+
+def test_a_missing_archive_fails_naming_it(script, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(tmp_path / "nowhere.tar.xz"))
+    fails_naming(script, capsys, str(tmp_path / "nowhere.tar.xz"), "CIFAR10_ARCHIVE")
+
+
+@pytest.mark.parametrize("name, content", [("cifar10-jpeg.tar.xz", b"not an archive"), ("notes.txt", b"hello"),
+                                           ("cifar10-jpeg.zip", b"PK\x03\x04 cut short")])
+def test_a_file_that_is_not_an_archive_fails_naming_it(script, tmp_path, monkeypatch, capsys, name, content):
+    (tmp_path / name).write_bytes(content)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(tmp_path / name))
+    fails_naming(script, capsys, str(tmp_path / name))
+    assert not unpacked(tmp_path).exists()
+    assert not (tmp_path / "repo-data").exists() or leftovers(tmp_path) == []
+
+
+def test_an_archive_without_cifar10_fails(script, tmp_path, monkeypatch, capsys):
+    (tmp_path / "other" / "train").mkdir(parents=True)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(archive_of(tmp_path / "other", tmp_path / "other.tar.gz")))
+    fails_naming(script, capsys, str(tmp_path / "other.tar.gz"))
+    assert not unpacked(tmp_path).exists() and leftovers(tmp_path) == []
+
+
+def test_a_folder_without_cifar10_fails(script, tmp_path, monkeypatch, capsys):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(tmp_path / "empty"))
+    fails_naming(script, capsys, str(tmp_path / "empty"))
+
+
+def escaping_tar(path: Path, member: str) -> Path:
+    with tarfile.open(path, "w:xz") as tarred:
+        info = tarfile.TarInfo(member)
+        info.size = 5
+        tarred.addfile(info, io.BytesIO(b"owned"))
+    return path
+
+
+def escaping_zip(path: Path, member: str) -> Path:
+    with zipfile.ZipFile(path, "w") as zipped:
+        zipped.writestr(member, b"owned")
+    return path
+
+
+@pytest.mark.parametrize("member", ["../escaped.txt", "cifar10-jpeg/../../escaped.txt", "/tmp/escaped.txt"])
+@pytest.mark.parametrize("make", [escaping_tar, escaping_zip], ids=["tar", "zip"])
+def test_an_archive_whose_paths_escape_data_is_refused(script, tmp_path, monkeypatch, capsys, member, make):
+    archive = make(tmp_path / ("evil.zip" if make is escaping_zip else "evil.tar.xz"), member)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(archive))
+    fails_naming(script, capsys, repr(member))
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "repo-data" / "escaped.txt").exists()
+    assert leftovers(tmp_path) == []
+
+
+def test_a_link_in_a_tar_is_refused(script, tmp_path, monkeypatch, capsys):
+    archive = tmp_path / "links.tar"
+    with tarfile.open(archive, "w") as tarred:
+        link = tarfile.TarInfo("cifar10-jpeg/passwd")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        tarred.addfile(link)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(archive))
+    fails_naming(script, capsys, "cifar10-jpeg/passwd")
+    assert leftovers(tmp_path) == []
+
+
+def test_an_incomplete_unpacked_copy_is_never_deleted_but_named(script, cifar_archive, tmp_path, monkeypatch, capsys):
+    (unpacked(tmp_path) / "train" / "cat").mkdir(parents=True)
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(cifar_archive))
+    fails_naming(script, capsys, str(unpacked(tmp_path)), "delete")
+    assert (unpacked(tmp_path) / "train" / "cat").is_dir()
+
+
+def test_a_bad_cifar10_archive_fails_make_test_data(script, tmp_path, monkeypatch):
+    touch_files(tmp_path / "data-dir", ".gz")  # Fashion-MNIST is there
+    monkeypatch.setenv("CIFAR10_ARCHIVE", str(tmp_path / "nowhere.tar.xz"))
+    assert script.main() == 1
+    monkeypatch.delenv("CIFAR10_ARCHIVE")
+    assert script.main() == 0  # no CIFAR-10 at all is no failure
