@@ -3,7 +3,9 @@
 A folder such as a JPEG copy of CIFAR-10 holds one sub-folder per split and one per class within it,
 named as the dataset's classes (a "/" in a class name becomes "_", so Fashion-MNIST's "T-shirt/top"
 is the folder T-shirt_top). Files are read in class order, then by file name in natural order
-(2.jpg before 10.jpg), so every load gives the same tensors. JPEG and PNG files count, whatever the
+(2.jpg before 10.jpg), so every load gives the same tensors. That is class by class, as torchvision's
+ImageFolder lists them, where torchvision's own CIFAR-10 comes shuffled: take a random subset (torch.randperm),
+never the first N images, or all N may be aeroplanes. JPEG and PNG files count, whatever the
 case of their extension; dotfiles and other files are left alone.
 
 Decoding tens of thousands of small files takes seconds, so the decoded tensors are cached in the
