@@ -7,6 +7,7 @@ cifar10_dir fixture says how to get it, and skips without it).
 """
 
 import math
+import re
 
 import pytest
 
@@ -119,6 +120,11 @@ def test_notebook_05_quotes_its_recorded_real_cifar_result(measured):
                      if cell["cell_type"] == "markdown")
     assert real_cifar.why_residual_table(measured["why_residual"]) in text
     assert real_cifar.why_residual_table(measured["why_residual_lr0.01"]) in text
+    flowing = " ".join(text.split())
+    for name in ("why_residual", "why_residual_lr0.01"):  # the command beside each table, seeds aside
+        command = re.sub(r" --seeds( \d+)+", "", measured[name]["seeds"]["1"]["command"])
+        experiment, *options = command.removeprefix("python scripts/measure_real_cifar.py ").split(" --")
+        assert f"measure_real_cifar.py {experiment}" in flowing and all(f"--{option}" in flowing for option in options)
 
 
 def overshoot_range(record: dict, name: str) -> str:
