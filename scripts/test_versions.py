@@ -56,16 +56,21 @@ def test_tools() -> list[str]:
 
 
 def find_python(version: str, variable: str) -> str:
-    """A python executable of this version: the one $variable names, else one on PATH, else one pyenv installed."""
+    """A python executable of this version: the one $variable names, else one on PATH, else one pyenv installed.
+
+    Each is tried, not only found: pyenv puts a shim for every version it has on PATH, and the shim of a version
+    that is not selected (`pyenv global`, .python-version) exits 127 ("command not found") instead of running it.
+    """
     if os.environ.get(variable):
         return os.environ[variable]
-    found = shutil.which(f"python{version}")
     pyenv_root = os.path.expanduser(os.environ.get("PYENV_ROOT", "~/.pyenv"))
-    pyenv = sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"))
-    if found is None and not pyenv:
-        sys.exit(f"No Python {version} found (on PATH or in pyenv). Install it, or name another Python for this "
-                 f"end: {variable}=/usr/bin/python3.12 make test-versions")
-    return found or pyenv[-1]
+    pyenv = sorted(glob.glob(f"{pyenv_root}/versions/{version}.*/bin/python{version}"), reverse=True,
+                   key=lambda path: [int(number) for number in re.findall(r"[0-9]+", Path(path).parts[-3])])
+    for candidate in filter(None, [shutil.which(f"python{version}"), *pyenv]):
+        if subprocess.run([candidate, "-c", "pass"], env=clean_environment(), capture_output=True).returncode == 0:
+            return candidate
+    sys.exit(f"No Python {version} that runs found (on PATH or in pyenv). Install it, or name another Python for "
+             f"this end: {variable}=/usr/bin/python3.12 make test-versions")
 
 
 def oldest_python() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -90,3 +91,26 @@ def test_import_helpers_with_an_old_torchvision_names_torchvision(tmp_path):
 def test_a_normal_import_is_silent(tmp_path):
     result = run_import(tmp_path, [])
     assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def executable(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_make_test_versions_takes_a_python_that_runs_not_a_pyenv_shim_that_refuses(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("test_versions_script", ROOT / "scripts" / "test_versions.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    # pyenv's shim of a version that is installed but not selected: on PATH, and it exits 127 instead of running.
+    shim = executable(tmp_path / "shims" / "python3.99", 'echo "pyenv: python3.99: command not found" >&2; exit 127')
+    executable(tmp_path / "pyenv" / "versions" / "3.99.2" / "bin" / "python3.99", "exit 0")
+    newest = executable(tmp_path / "pyenv" / "versions" / "3.99.10" / "bin" / "python3.99", "exit 0")
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PYENV_ROOT", str(tmp_path / "pyenv"))
+    monkeypatch.delenv("PYTHON_NEWEST", raising=False)
+    assert script.find_python("3.99", "PYTHON_NEWEST") == str(newest)
+    executable(shim, "exit 0")  # a Python on PATH that runs is still the first choice
+    assert script.find_python("3.99", "PYTHON_NEWEST") == str(shim)
