@@ -21,10 +21,11 @@ BATCH_SIZE = 128
 LEARNING_RATE = 0.01
 
 # (network class or builder, parameters, minimal test accuracy in % after one epoch on Fashion-MNIST)
-# The accuracies required after one epoch at seed 123. One seed's trajectory depends on the torch release (its
-# CPU kernels sum in another order): identity shortcuts reached 82.69% on torch 2.14.1 and 73.74% on torch 2.3.1
-# (83.27% and 80.14% there at seeds 1 and 2), so their bound holds for both.
-NETWORKS = [("linear_baseline", 7_850, 80.0), ("IdentityResidualNet", 7_960, 70.0),
+# The accuracies required after one epoch at seed 123, below what torch 2.14.1 and torch 2.3.1 gave (Intel Xeon,
+# 2026-12-05): linear 82.95 / 82.95%, identity 84.19 / 84.24%, projection 86.01 / 85.57%. With a bias in the identity
+# blocks' convolutions, torch 2.3.1 gave 16.78% here: Adam moved the bias that BatchNorm cancels, and BatchNorm's
+# running mean, which evaluation uses, lagged behind. The notebook's blocks have no bias since.
+NETWORKS = [("linear_baseline", 7_850, 80.0), ("IdentityResidualNet", 7_950, 80.0),
             ("ProjectionResidualNet", 17_986, 84.0)]
 
 
@@ -77,7 +78,7 @@ def test_residual_block_output_passes_a_relu(notebook):
 
 def test_the_identity_network_is_the_linear_baseline_plus_110_block_parameters(notebook):
     identity_net, linear_net = notebook["IdentityResidualNet"](), notebook["linear_baseline"]()
-    assert count_parameters(identity_net) - count_parameters(linear_net) == 110
+    assert count_parameters(identity_net) - count_parameters(linear_net) == 100
     assert count_parameters(identity_net.fc) == count_parameters(linear_net) == 784 * 10 + 10
 
 
@@ -141,7 +142,7 @@ def test_one_block_used_twice_has_one_blocks_parameters_and_both_calls_gradients
     set_all_seeds(RANDOM_SEED)
     shared = notebook["SharedBlockNet"]()
     two_blocks = notebook["IdentityResidualNet"]()
-    assert count_parameters(two_blocks) - count_parameters(shared) == count_parameters(shared.block) == 55
+    assert count_parameters(two_blocks) - count_parameters(shared) == count_parameters(shared.block) == 50
     # The same function as two separate blocks that hold copies of the one block's weights...
     two_blocks.block1.load_state_dict(shared.block.state_dict())
     two_blocks.block2.load_state_dict(shared.block.state_dict())
