@@ -47,10 +47,16 @@ def save_checkpoint(state: dict, path: str | os.PathLike) -> None:
     """Write to a temporary file of this write's own, then rename: the previous file stays intact until then."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=partial_prefix(path), suffix=".partial")
+    save_atomically(state, path, prefix=partial_prefix(path), suffix=".partial")
+
+
+def save_atomically(obj, path: Path, prefix: str, suffix: str) -> None:
+    """torch.save to a temporary file (prefix..suffix, beside path) then rename it over path, so that a reader
+    never sees half a file; the temporary file is removed when the write fails or is interrupted."""
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=prefix, suffix=suffix)
     try:
         with os.fdopen(descriptor, "wb") as file:
-            torch.save(state, file)
+            torch.save(obj, file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)  # atomic on POSIX and Windows

@@ -20,7 +20,6 @@ import hashlib
 import os
 import re
 import shutil
-import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple
@@ -28,6 +27,8 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from PIL import Image
+
+from .checkpoint import save_atomically
 
 SPLITS = ("train", "test")
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
@@ -220,19 +221,11 @@ def _write_cache(cache: Path, tensors: dict[str, torch.Tensor]) -> None:
 
     A folder that cannot be written (read-only, a full disk) only costs the cache, said in one line.
     """
-    temporary = None
     try:
         cache.parent.mkdir(exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=cache.parent, prefix=f".{cache.stem}.", suffix=".tmp")
-        with os.fdopen(handle, "wb") as file:
-            torch.save(tensors, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's file is private; others who may read the folder may read its cache
-        os.replace(temporary, cache)
+        save_atomically(tensors, cache, prefix=f".{cache.stem}.", suffix=".tmp")
+        os.chmod(cache, 0o644)  # mkstemp's file is private; others who may read the folder may read its cache
     except OSError as error:
-        if temporary is not None:
-            Path(temporary).unlink(missing_ok=True)
         print(f"Could not cache the decoded images in {cache.parent} ({error.strerror or error}): "
               f"each load decodes them again; copy the folder somewhere writable to keep them.")
         return

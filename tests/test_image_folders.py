@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 
 import numpy as np
 import pytest
@@ -236,7 +237,7 @@ def test_a_read_only_folder_loads_without_a_cache_saying_so(folder, monkeypatch,
         def refuse(*args, **kwargs):
             raise PermissionError(13, "Permission denied")
 
-        monkeypatch.setattr(image_folders.tempfile, "mkstemp", refuse)
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)  # the cache is written with save_atomically
     try:
         data = read(folder)
     finally:

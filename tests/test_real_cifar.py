@@ -64,10 +64,16 @@ def test_resnet34_overshoots_in_its_first_steps_at_learning_rate_0_1(cifar10, on
     assert max(run["losses"]) > MIN_RESNET34_OVERSHOOT
 
 
-def test_the_deeper_plain_network_is_still_at_chance_when_the_shallower_one_learns(cifar10, one_cpu_thread):
-    """Notebook 05's recipe, its first WHY_RESIDUAL_STEPS steps: plain-20 learns, plain-56 has not begun."""
-    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+@pytest.fixture(scope="module")
+def why_residual(cifar10) -> tuple[dict, object]:
+    """Notebook 05's definitions and its training loader (padded, standardised), built once for the tests below."""
     loader, _, _ = real_cifar.why_residual_loaders(cifar10, batch_size=128)
+    return notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK), loader
+
+
+def test_the_deeper_plain_network_is_still_at_chance_when_the_shallower_one_learns(why_residual, one_cpu_thread):
+    """Notebook 05's recipe, its first WHY_RESIDUAL_STEPS steps: plain-20 learns, plain-56 has not begun."""
+    notebook, loader = why_residual
     losses = {depth: real_cifar.window_mean(real_cifar.why_residual_run(
         notebook, loader, depth, False, seed=1, num_steps=WHY_RESIDUAL_STEPS)["losses"], WINDOW)
         for depth in (20, 56)}
@@ -77,11 +83,10 @@ def test_the_deeper_plain_network_is_still_at_chance_when_the_shallower_one_lear
     assert losses[56] > MIN_PLAIN56_LOSS
 
 
-def test_resnet56_overshoots_in_its_first_steps_at_learning_rate_0_1(cifar10, one_cpu_thread):
+def test_resnet56_overshoots_in_its_first_steps_at_learning_rate_0_1(why_residual, one_cpu_thread):
     """Notebook 05's ResNet-56 at its learning rate of 0.1 jumps far above chance in its first steps, which is
     why the paper warms its ResNet-110 up at 0.01."""
-    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
-    loader, _, _ = real_cifar.why_residual_loaders(cifar10, batch_size=128)
+    notebook, loader = why_residual
     losses = real_cifar.why_residual_run(notebook, loader, 56, True, seed=1, num_steps=RESNET56_STEPS)["losses"]
     print(f"ResNet-56, losses of the first {RESNET56_STEPS} steps: {[round(loss, 2) for loss in losses]}")
     assert max(losses) > MIN_RESNET56_OVERSHOOT
