@@ -4,6 +4,8 @@ Usage: python scripts/measure_real_cifar.py EXPERIMENT [--seeds 1 2 3] [--data-d
   first_steps   the notebooks' VGG16 and ResNet-34, their own recipes, the first steps at 70 -> 64
   why_residual  notebook 05's plain-20, ResNet-20, plain-56 and ResNet-56, its recipe, a fixed number of steps
   pipelines     one small network through the device and the classic pipeline, one-cycle schedule
+  whole_schedule  notebook 05's four networks through a whole schedule of --epochs epochs (tests/long_runs.py)
+  first_steps_56  ResNet-56's first --steps steps at lr 0.1, and with one thing changed (--variants)
 Each runs on one CPU thread (two experiments can share a 2-core machine) and writes
 docs/real_cifar/EXPERIMENT.json: per seed, every number, the command that made it, the date and the machine.
 Seeds already in that file are kept, so seeds can be measured in separate runs (or processes, one after
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -25,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
-from tests import real_cifar  # noqa: E402
+from tests import long_runs, real_cifar  # noqa: E402
 from tests.notebook_code import notebook_namespace  # noqa: E402
 
 FIRST_STEPS = {"ResNet-34": (real_cifar.RESNET34_NOTEBOOK, "resnet34", 100, (25, 50, 100)),
@@ -73,7 +76,44 @@ def pipelines(data, seed: int) -> dict:
     return results
 
 
-EXPERIMENTS = {"first_steps": first_steps, "why_residual": why_residual, "pipelines": pipelines}
+def whole_schedule(data, seed: int, num_epochs: int = 3, depths: tuple[int, ...] = (20, 56), save=None) -> dict:
+    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+    loaders = real_cifar.why_residual_loaders(data, batch_size=128)
+    results = {}
+    for depth, shortcuts in WHY_RESIDUAL_NETWORKS:
+        if depth not in depths:
+            continue
+        name = notebook["network_name"](depth, shortcuts)
+        run = long_runs.whole_schedule(notebook, loaders, depth, shortcuts, seed, num_epochs)
+        run.pop("model")
+        results[name] = run
+        print(f"seed {seed} {name}: training error per epoch {run['epoch_train_error']}, validation accuracy "
+              f"{run['valid_accuracy']}, test accuracy {run['test_accuracy']}% ({run['seconds']} s)", flush=True)
+        if save:
+            save(results)
+    return results
+
+
+def first_steps_56(data, seed: int, num_steps: int = 1000, variants: tuple[str, ...] = ("lr 0.1", "warm-up"),
+                   save=None) -> dict:
+    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+    loader, _, _ = real_cifar.why_residual_loaders(data, batch_size=128)
+    results = {}
+    for variant in variants:
+        change, options = long_runs.FIRST_STEPS_VARIANTS[variant]
+        run = long_runs.first_steps_run(notebook, loader, seed, num_steps, **options)
+        results[variant] = {"change": change, **run}
+        print(f"seed {seed} ResNet-56, {variant}: left chance (mean error of 50 steps < 80%) at step "
+              f"{long_runs.steps_at_chance(run['errors'])}; highest loss of the first 20 steps "
+              f"{max(run['losses'][:20]):.2f} ({run['seconds']} s)", flush=True)
+        if save:
+            save(results)
+    return results
+
+
+EXPERIMENTS = {"first_steps": first_steps, "why_residual": why_residual, "pipelines": pipelines,
+               "whole_schedule": whole_schedule, "first_steps_56": first_steps_56}
+LONG_EXPERIMENTS = ("whole_schedule", "first_steps_56")  # these save after every network, and keep what was there
 
 
 def main() -> None:
@@ -83,23 +123,35 @@ def main() -> None:
     parser.add_argument("--data-dir", default=str(ROOT / "data"))
     parser.add_argument("--steps", type=int, help=f"why_residual only: steps per network ({WHY_RESIDUAL_STEPS})")
     parser.add_argument("--learning-rate", type=float, help="why_residual only: instead of the notebook's")
-    parser.add_argument("--depths", type=int, nargs="+", help="why_residual only: 20, 56 or both (both)")
+    parser.add_argument("--depths", type=int, nargs="+", help="why_residual, whole_schedule: 20, 56 or both (both)")
+    parser.add_argument("--epochs", type=int, help="whole_schedule only: epochs (3)")
+    parser.add_argument("--variants", nargs="+", choices=long_runs.FIRST_STEPS_VARIANTS,
+                        help="first_steps_56 only: which runs ('lr 0.1' and 'warm-up')")
+    parser.add_argument("--record", help="the record's name in docs/real_cifar (default: from the experiment)")
     args = parser.parse_args()
     given = {"num_steps": args.steps, "learning_rate": args.learning_rate,
-             "depths": tuple(args.depths) if args.depths else None}
+             "depths": tuple(args.depths) if args.depths else None, "num_epochs": args.epochs,
+             "variants": tuple(args.variants) if args.variants else None}
     options = {name: value for name, value in given.items() if value is not None}
-    name = args.experiment + (f"_lr{args.learning_rate:g}" if args.learning_rate else "")
+    name = args.record or args.experiment + (f"_lr{args.learning_rate:g}" if args.learning_rate else "")
     torch.set_num_threads(1)  # the tests' setting: trained weights depend on the thread count
     data = real_cifar.load_real_cifar(args.data_dir)
     real_cifar.RECORDS.mkdir(parents=True, exist_ok=True)
     path = real_cifar.RECORDS / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"experiment": args.experiment, "seeds": {}}
-    command = "python " + " ".join(["scripts/measure_real_cifar.py", *sys.argv[1:]])
+    command = "python " + " ".join(["scripts/measure_real_cifar.py", *map(shlex.quote, sys.argv[1:])])
     for seed in args.seeds:
-        result = EXPERIMENTS[args.experiment](data, seed, **options)
-        record["seeds"][str(seed)] = {"command": command, "date": datetime.date.today().isoformat(),
-                                      "machine": real_cifar.machine(), **result}
-        path.write_text(json.dumps(record, indent=1) + "\n")  # after every seed: a long run keeps what it has
+        kept = record["seeds"].get(str(seed), {}) if args.experiment in LONG_EXPERIMENTS else {}
+
+        def save(result, seed=seed, kept=kept):
+            runs = {name: value for name, value in kept.items() if isinstance(value, dict) and "losses" in value}
+            record["seeds"][str(seed)] = {**runs, **result, "command": command,
+                                          "date": datetime.date.today().isoformat(), "machine": real_cifar.machine()}
+            path.write_text(json.dumps(record, indent=1) + "\n")  # after every run: a long one keeps what it has
+
+        if args.experiment in LONG_EXPERIMENTS:
+            options["save"] = save
+        save(EXPERIMENTS[args.experiment](data, seed, **options))
 
 
 if __name__ == "__main__":
