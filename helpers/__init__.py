@@ -53,6 +53,12 @@ from .plotting import plot_accuracy, plot_confusion_matrix, plot_runs, plot_trai
 from .recipe import ImageRecipe, compute_channel_stats, unnormalize
 from .reproducibility import set_all_seeds, set_deterministic
 from .summary import count_multiply_adds, count_parameters, layer_summary
+from .trained_models import (
+    TrainedModelUnavailableError,
+    TrainedWeights,
+    available_trained_depths,
+    load_trained_cifar_resnet,
+)
 from .training import NonFiniteLossError, train_model
 
 __all__ = [
@@ -70,4 +76,5 @@ __all__ = [
     "get_device", "in_colab", "is_smoke_test", "layer_summary", "load_dataset", "plot_accuracy",
     "plot_confusion_matrix", "plot_runs", "plot_training_loss", "print_run_mode", "run_checkpoint_path",
     "set_all_seeds", "set_deterministic", "show_examples", "train_model", "unnormalize",
+    "TrainedModelUnavailableError", "TrainedWeights", "available_trained_depths", "load_trained_cifar_resnet",
 ]
