@@ -160,3 +160,39 @@ def first_steps_run(notebook: dict, loader, seed: int, num_steps: int, *, warmup
                 momentum_at=lambda step: momentum if step >= momentum_from else 0.0)
     return {**run, "warmup_ended_at": switched[0] if switched else None,
             "seconds": round(time.perf_counter() - start)}
+
+
+# ---------------------------------------------------------------- the tables the README and notebook 05 quote
+
+SCHEDULE_NAMES = ("plain-20", "ResNet-20", "plain-56", "ResNet-56")
+
+
+def whole_schedule_table(record: dict) -> str:
+    """Markdown rows, a network and seed each: the training error of every epoch (mean over its batches, as
+    trained on), the validation accuracy after the last epoch, and the test error at the end."""
+    rows = ["| network | seed | training error, epoch by epoch | validation error at the end | test error |",
+            "|---|---|---|---|---|"]
+    for name in SCHEDULE_NAMES:
+        for seed, runs in sorted(record["seeds"].items()):
+            if name in runs:
+                run = runs[name]
+                epochs = " / ".join(f"{error:.1f}%" for error in run["epoch_train_error"])
+                rows.append(f"| {name} | {seed} | {epochs} | {100 - run['valid_accuracy'][-1]:.2f}% | "
+                            f"{100 - run['test_accuracy']:.2f}% |")
+    return "\n".join(rows)
+
+
+def first_steps_56_table(record: dict, variants=None) -> str:
+    """Markdown rows, a run each: the step at which ResNet-56 left chance (the mean training error of the last 50
+    steps first below 80%), the highest loss of its first 20 steps, and the mean training error of its last 50."""
+    rows = ["| run | seed | left chance at step | highest loss, steps 1-20 | training error, last 50 steps |",
+            "|---|---|---|---|---|"]
+    for seed, runs in sorted(record["seeds"].items()):
+        for variant, run in runs.items():
+            if not isinstance(run, dict) or "losses" not in run or (variants and variant not in variants):
+                continue
+            left = steps_at_chance(run["errors"])
+            left = f"not in {len(run['errors']):,}" if left is None else f"{left:,}"
+            rows.append(f"| {variant} | {seed} | {left} | "
+                        f"{max(run['losses'][:20]):.2f} | {sum(run['errors'][-ERROR_WINDOW:]) / ERROR_WINDOW:.1f}% |")
+    return "\n".join(rows)
