@@ -4,6 +4,8 @@ Usage: python scripts/measure_real_cifar.py EXPERIMENT [--seeds 1 2 3] [--data-d
   first_steps   the notebooks' VGG16 and ResNet-34, their own recipes, the first steps at 70 -> 64
   why_residual  notebook 05's plain-20, ResNet-20, plain-56 and ResNet-56, its recipe, a fixed number of steps
   pipelines     one small network through the device and the classic pipeline, one-cycle schedule
+  trained_resnets  the four trained ResNets ($CIFAR10_RESNETS or data/cifar10-resnets) scored once on the test
+                split: no seeds, one record (accuracy on the JPEG copy, accuracy stored in the file, difference)
 Each runs on one CPU thread (two experiments can share a 2-core machine) and writes
 docs/real_cifar/EXPERIMENT.json: per seed, every number, the command that made it, the date and the machine.
 Seeds already in that file are kept, so seeds can be measured in separate runs (or processes, one after
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -25,6 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from helpers.trained_models import ENVIRONMENT_VARIABLE, TRAINED_DEPTHS  # noqa: E402
 from tests import real_cifar  # noqa: E402
 from tests.notebook_code import notebook_namespace  # noqa: E402
 
@@ -73,7 +77,20 @@ def pipelines(data, seed: int) -> dict:
     return results
 
 
-EXPERIMENTS = {"first_steps": first_steps, "why_residual": why_residual, "pipelines": pipelines}
+def trained_resnets(data) -> dict:
+    """Per depth: test accuracy on this copy of CIFAR-10, the file's stored best accuracy, and the difference."""
+    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+    results = {}
+    for depth in TRAINED_DEPTHS:
+        accuracy, weights = real_cifar.trained_resnet_accuracy(notebook, data, depth)
+        results[str(depth)] = {"jpeg_accuracy": round(accuracy, 2), "stored_accuracy": weights.stored_accuracy,
+                               "difference": round(accuracy - weights.stored_accuracy, 2), "file": weights.path.name}
+        print(f"ResNet-{depth}: {accuracy:.2f}% here, {weights.stored_accuracy:.2f}% stored in the file", flush=True)
+    return results
+
+
+EXPERIMENTS = {"first_steps": first_steps, "why_residual": why_residual, "pipelines": pipelines,
+               "trained_resnets": trained_resnets}
 
 
 def main() -> None:
@@ -95,6 +112,13 @@ def main() -> None:
     path = real_cifar.RECORDS / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"experiment": args.experiment, "seeds": {}}
     command = "python " + " ".join(["scripts/measure_real_cifar.py", *sys.argv[1:]])
+    if args.experiment == "trained_resnets":  # trained weights, measured once: no seeds
+        if os.environ.get(ENVIRONMENT_VARIABLE):  # where the weights came from is part of the command
+            command = f"{ENVIRONMENT_VARIABLE}={os.environ[ENVIRONMENT_VARIABLE]} {command}"
+        record = {"experiment": args.experiment, "command": command, "date": datetime.date.today().isoformat(),
+                  "machine": real_cifar.machine(), "depths": trained_resnets(data)}
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        return
     for seed in args.seeds:
         result = EXPERIMENTS[args.experiment](data, seed, **options)
         record["seeds"][str(seed)] = {"command": command, "date": datetime.date.today().isoformat(),
