@@ -248,8 +248,11 @@ def test_no_download_is_tried_when_it_is_off_or_a_copy_is_named(notebook, nowher
     if named:  # a named copy is meant to be complete: a missing file there is an error, not a download
         monkeypatch.setenv(trained_models.ENVIRONMENT_VARIABLE, str(tmp_path / "empty"))
     monkeypatch.setattr(trained_models, "download_first", lambda *args, **kwargs: pytest.fail("downloaded"))
-    with pytest.raises(TrainedModelUnavailableError, match="downloading is off: set CIFAR10_RESNETS to a folder"):
+    why = f"CIFAR10_RESNETS names {tmp_path / 'empty'}, which lacks it" if named else "download=False was given"
+    with pytest.raises(TrainedModelUnavailableError) as refused:
         load_trained_cifar_resnet(notebook["CifarResNet"](20), download=download)
+    assert f"not on this machine and {why}: set CIFAR10_RESNETS to a folder holding them, or download" \
+        in str(refused.value)
 
 
 # --------------------------------------------------------------------------- downloading (from 127.0.0.1)
