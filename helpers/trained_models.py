@@ -98,8 +98,11 @@ def trained_weights_path(depth: int, *, data_dir=None, download: bool | None = N
     file = WEIGHTS_FILES[depth]
     path = _local_copy(file, data_dir)
     if path is None:
-        if download is False or (download is None and os.environ.get(ENVIRONMENT_VARIABLE)):
-            raise TrainedModelUnavailableError(_missing_message(file, data_dir, why="downloading is off"))
+        if download is False:
+            raise TrainedModelUnavailableError(_missing_message(file, data_dir, why="download=False was given"))
+        if download is None and os.environ.get(ENVIRONMENT_VARIABLE):  # a named copy is meant to be complete
+            why = f"{ENVIRONMENT_VARIABLE} names {os.environ[ENVIRONMENT_VARIABLE]}, which lacks it"
+            raise TrainedModelUnavailableError(_missing_message(file, data_dir, why=why))
         path = _download(file, data_dir)
     _check_hash(path)
     return path

@@ -6,6 +6,8 @@ Usage: python scripts/measure_real_cifar.py EXPERIMENT [--seeds 1 2 3] [--data-d
   pipelines     one small network through the device and the classic pipeline, one-cycle schedule
   whole_schedule  notebook 05's four networks through a whole schedule of --epochs epochs (tests/long_runs.py)
   first_steps_56  ResNet-56's first --steps steps at lr 0.1, and with one thing changed (--variants)
+  trained_resnets  the four trained ResNets ($CIFAR10_RESNETS or data/cifar10-resnets) scored once on the test
+                split: no seeds, one record (accuracy on the JPEG copy, accuracy stored in the file, difference)
 Each runs on one CPU thread (two experiments can share a 2-core machine) and writes
 docs/real_cifar/EXPERIMENT.json: per seed, every number, the command that made it, the date and the machine.
 Seeds already in that file are kept, so seeds can be measured in separate runs (or processes, one after
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import shlex
 import sys
 import time
@@ -28,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 
+from helpers.trained_models import ENVIRONMENT_VARIABLE, TRAINED_DEPTHS  # noqa: E402
 from tests import long_runs, real_cifar  # noqa: E402
 from tests.notebook_code import notebook_namespace  # noqa: E402
 
@@ -111,8 +115,20 @@ def first_steps_56(data, seed: int, num_steps: int = 1000, variants: tuple[str, 
     return results
 
 
+def trained_resnets(data) -> dict:
+    """Per depth: test accuracy on this copy of CIFAR-10, the file's stored best accuracy, and the difference."""
+    notebook = notebook_namespace(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+    results = {}
+    for depth in TRAINED_DEPTHS:
+        accuracy, weights = real_cifar.trained_resnet_accuracy(notebook, data, depth)
+        results[str(depth)] = {"jpeg_accuracy": round(accuracy, 2), "stored_accuracy": weights.stored_accuracy,
+                               "difference": round(accuracy - weights.stored_accuracy, 2), "file": weights.path.name}
+        print(f"ResNet-{depth}: {accuracy:.2f}% here, {weights.stored_accuracy:.2f}% stored in the file", flush=True)
+    return results
+
+
 EXPERIMENTS = {"first_steps": first_steps, "why_residual": why_residual, "pipelines": pipelines,
-               "whole_schedule": whole_schedule, "first_steps_56": first_steps_56}
+               "whole_schedule": whole_schedule, "first_steps_56": first_steps_56, "trained_resnets": trained_resnets}
 LONG_EXPERIMENTS = ("whole_schedule", "first_steps_56")  # these save after every network, and keep what was there
 
 
@@ -140,6 +156,13 @@ def main() -> None:
     path = real_cifar.RECORDS / f"{name}.json"
     record = json.loads(path.read_text()) if path.exists() else {"experiment": args.experiment, "seeds": {}}
     command = "python " + " ".join(["scripts/measure_real_cifar.py", *map(shlex.quote, sys.argv[1:])])
+    if args.experiment == "trained_resnets":  # trained weights, measured once: no seeds
+        if os.environ.get(ENVIRONMENT_VARIABLE):  # where the weights came from is part of the command
+            command = f"{ENVIRONMENT_VARIABLE}={os.environ[ENVIRONMENT_VARIABLE]} {command}"
+        record = {"experiment": args.experiment, "command": command, "date": datetime.date.today().isoformat(),
+                  "machine": real_cifar.machine(), "depths": trained_resnets(data)}
+        path.write_text(json.dumps(record, indent=1) + "\n")
+        return
     for seed in args.seeds:
         kept = record["seeds"].get(str(seed), {}) if args.experiment in LONG_EXPERIMENTS else {}
 

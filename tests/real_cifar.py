@@ -18,7 +18,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from helpers import ImageData, ImageRecipe, compute_channel_stats, get_dataloaders_cifar10, set_all_seeds
+from helpers import (
+    ImageData,
+    ImageRecipe,
+    TrainedWeights,
+    compute_channel_stats,
+    get_dataloaders_cifar10,
+    load_trained_cifar_resnet,
+    set_all_seeds,
+)
 from helpers.evaluation import evaluate
 from tests.notebook_code import NOTEBOOKS, notebook_namespace
 
@@ -187,6 +195,22 @@ def pipeline_run(pipeline: str, data: ImageData, seed: int, num_train: int, num_
     return evaluate(model, test_loader)[1]
 
 
+# --------------------------------------------------------------------------- experiment 4: the trained ResNets
+
+
+TRAINED_BATCH_SIZE = 500
+
+
+def trained_resnet_accuracy(notebook: dict, data: ImageData, depth: int) -> tuple[float, TrainedWeights]:
+    """Test accuracy (%, all test images) of the trained ResNet-depth loaded into notebook 05's CifarResNet,
+    the images normalised as the network was trained (ImageNet's statistics); and what was loaded."""
+    model = notebook["CifarResNet"](depth)
+    weights = load_trained_cifar_resnet(model, download=False)
+    recipe = ImageRecipe(mean=weights.mean, std=weights.std)
+    _, _, test_loader = get_dataloaders_cifar10(TRAINED_BATCH_SIZE, recipe=recipe, device="cpu", data=data)
+    return evaluate(model, test_loader)[1], weights
+
+
 # --------------------------------------------------------------------------- the record
 
 
@@ -246,6 +270,16 @@ def pipelines_table(record: dict) -> str:
     for seed, runs in sorted(record["seeds"].items()):
         rows.append(f"| {seed} | {runs['device']:.2f}% | {runs['classic']:.2f}% | "
                     f"{runs['device'] - runs['classic']:+.2f} |")
+    return "\n".join(rows)
+
+
+def trained_resnets_table(record: dict) -> str:
+    """Markdown rows, a depth each: test accuracy (%) on the JPEG copy, the best accuracy stored in the file
+    (on the original images), and the difference."""
+    rows = ["| network | on the JPEG copy | stored in the file (original images) | difference |", "|---|---|---|---|"]
+    for depth, result in record["depths"].items():
+        rows.append(f"| ResNet-{depth} | {result['jpeg_accuracy']:.2f}% | {result['stored_accuracy']:.2f}% | "
+                    f"{result['difference']:+.2f} |")
     return "\n".join(rows)
 
 
