@@ -231,7 +231,7 @@ def test_a_missing_file_offline_says_in_one_sentence_what_to_do(notebook, nowher
 
     monkeypatch.setattr(trained_models, "download_first", offline)
     with pytest.raises(TrainedModelUnavailableError) as refused:
-        load_trained_cifar_resnet(notebook["CifarResNet"](56))
+        load_trained_cifar_resnet(notebook["CifarResNet"](56), smoke_test=False)
     message = str(refused.value)
     assert message == (
         "The trained weights resnet56-4bfd9763.th are not on this machine and downloading it failed ([Errno -3] "
@@ -242,6 +242,26 @@ def test_a_missing_file_offline_says_in_one_sentence_what_to_do(notebook, nowher
     assert not (nowhere / "cifar10-resnets").exists() or not any((nowhere / "cifar10-resnets").iterdir())
 
 
+def test_a_smoke_run_without_the_files_uses_untrained_networks_and_says_so_once(notebook, nowhere, monkeypatch,
+                                                                                  capsys):
+    def offline(urls, path, *args, **kwargs):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(trained_models, "download_first", offline)
+    monkeypatch.setattr(trained_models, "_said_untrained", [])
+    torch.manual_seed(0)
+    model = notebook["CifarResNet"](20)
+    untrained = {key: value.clone() for key, value in model.state_dict().items()}
+    loaded = [load_trained_cifar_resnet(model, smoke_test=True),
+              load_trained_cifar_resnet(notebook["CifarResNet"](56), smoke_test=True)]
+    assert [(weights.depth, weights.path, weights.stored_accuracy) for weights in loaded] == [(20, None, None),
+                                                                                             (56, None, None)]
+    assert all(torch.equal(value, untrained[key]) for key, value in model.state_dict().items())
+    printed = capsys.readouterr().out
+    assert printed.count("\n") == 1 and "untrained networks in their place" in printed and "CIFAR10_RESNETS" in printed
+    assert "Error" not in printed
+
+
 @pytest.mark.parametrize("download, named", [(False, False), (None, True)])
 def test_no_download_is_tried_when_it_is_off_or_a_copy_is_named(notebook, nowhere, tmp_path, monkeypatch,
                                                                 download, named):
@@ -250,7 +270,7 @@ def test_no_download_is_tried_when_it_is_off_or_a_copy_is_named(notebook, nowher
     monkeypatch.setattr(trained_models, "download_first", lambda *args, **kwargs: pytest.fail("downloaded"))
     why = f"CIFAR10_RESNETS names {tmp_path / 'empty'}, which lacks it" if named else "download=False was given"
     with pytest.raises(TrainedModelUnavailableError) as refused:
-        load_trained_cifar_resnet(notebook["CifarResNet"](20), download=download)
+        load_trained_cifar_resnet(notebook["CifarResNet"](20), download=download, smoke_test=False)
     assert f"not on this machine and {why}: set CIFAR10_RESNETS to a folder holding them, or download" \
         in str(refused.value)
 
@@ -295,7 +315,7 @@ def test_a_damaged_download_is_refused_and_nothing_kept(notebook, nowhere, serve
     folder, _ = served
     (folder / FILES[20]).write_bytes(b"an error page, not the weights")
     with pytest.raises(TrainedModelUnavailableError, match="downloading it failed .*SHA-256"):
-        load_trained_cifar_resnet(notebook["CifarResNet"](20))
+        load_trained_cifar_resnet(notebook["CifarResNet"](20), smoke_test=False)
     cache = nowhere / "cifar10-resnets"
     assert not cache.exists() or not any(cache.iterdir())
     assert available_trained_depths() == ()
