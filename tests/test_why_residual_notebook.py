@@ -319,6 +319,9 @@ def first_to_last_gradient_ratios(notebook, fashion_mnist_train, one_cpu_thread)
             model = notebook["CifarResNet"](56, shortcuts=shortcuts, in_channels=1)
             convolutions = notebook["weight_gradient_norms"](model, images, labels)[:-1]
             ratios[seed][notebook["network_name"](56, shortcuts)] = (convolutions[0] / convolutions[-1]).item()
+            outputs = notebook["response_gradient_norms"](model, images, labels)
+            assert len(outputs) == 27 and not any(module._forward_hooks for module in model.modules())
+            ratios[seed][notebook["network_name"](56, shortcuts) + " outputs"] = (outputs[0] / outputs[-1]).item()
         print(f"seed {seed}: first / last convolution gradient norm at initialisation: "
               + ", ".join(f"{name} {ratio:.1f}" for name, ratio in ratios[seed].items()))
     return ratios
@@ -329,6 +332,16 @@ def test_plain_gradients_span_orders_of_magnitude_residual_ones_do_not(first_to_
     ratios = first_to_last_gradient_ratios[seed]
     assert ratios["plain-56"] > MIN_GRADIENT_RATIO_PLAIN56
     assert ratios["ResNet-56"] < MAX_GRADIENT_RATIO_RESNET56
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_the_backward_propagated_gradients_grow_towards_the_input_in_the_plain_network(first_to_last_gradient_ratios,
+                                                                                       seed):
+    """What the notebook says of its second gradient figure: at the blocks' outputs too, the plain network's
+    gradient grows towards the input by orders of magnitude, the residual network's within a narrow band."""
+    ratios = first_to_last_gradient_ratios[seed]
+    assert ratios["plain-56 outputs"] > MIN_GRADIENT_RATIO_PLAIN56
+    assert 1 < ratios["ResNet-56 outputs"] < MAX_GRADIENT_RATIO_RESNET56
 
 
 def final_training_loss(model: nn.Module, loader) -> float:
