@@ -16,9 +16,8 @@ from torch import nn
 
 from helpers import CheckpointError, DeviceLoader, ImageRecipe, set_all_seeds, train_model
 from helpers.datasets import DATASETS, make_synthetic_data
+from helpers.environment import dataset_folders
 from helpers.image_folders import find_image_folder
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 class TinyNet(nn.Module):
@@ -59,10 +58,12 @@ def tiny_loaders(num_train: int = 256, batch_size: int = 32, seed: int = 0, reci
 
 
 def fashion_mnist_folders() -> list[Path]:
-    """Where real Fashion-MNIST's IDX files may be: $DATA_DIR, the checkout's data/, Debian's package."""
+    """Where real Fashion-MNIST's IDX files may be: $DATA_DIR, the checkout's data/ (each in torchvision's layout
+    or not), then where load_dataset finds a system copy (Debian's package: helpers.environment.dataset_folders)."""
     roots = [Path(os.environ["DATA_DIR"]).expanduser()] if os.environ.get("DATA_DIR") else []
     roots.append(Path(__file__).resolve().parent.parent / "data")
-    return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)] + [DEBIAN_FASHION_MNIST]
+    roots = list(dict.fromkeys([*roots, *dataset_folders("fashion_mnist")]))
+    return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)]
 
 
 def cifar10_data_dirs() -> list[Path]:
