@@ -32,9 +32,6 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import NamedTuple
 
-from helpers.environment import dataset_folders
-from helpers.image_folders import IMAGE_SUFFIXES
-
 ROOT = Path(__file__).resolve().parent.parent
 REPO_DATA = ROOT / "data"
 DEBIAN_PACKAGE = "dataset-fashion-mnist"
@@ -45,11 +42,13 @@ APT_TIMEOUT_S = 300
 PROBE_TIMEOUT_S = 5
 PROBE_DEADLINE_S = 15
 
-# CIFAR-10 as helpers/datasets.py knows it (tests/test_get_test_data.py keeps these equal to its table): the
-# class folders of an image folder, and the names load_dataset finds one under in a data folder.
+# CIFAR-10 as helpers/datasets.py and image_folders.py know it (tests/test_get_test_data.py keeps these equal to
+# theirs; mirrored, so that the CIFAR-10 step runs without importing torch): the class folders of an image folder,
+# the names load_dataset finds one under in a data folder, and what counts as an image.
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 CIFAR10_FOLDERS = ("cifar10-jpeg", "cifar10", "CIFAR-10-images")
 CIFAR10_UNPACKED = "cifar10-jpeg"  # the folder in data/ an archive is unpacked into
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}  # the files an image folder's class folders count as images
 CIFAR10_IMAGES = {"train": 5_000, "test": 1_000}  # images per class in each split: less is a partial copy
 STAGING_PREFIX = f".{CIFAR10_UNPACKED}.unpacking-"  # then the unpacking process's id: .cifar10-jpeg.unpacking-<pid>-*
 # What an archive may write into data/, read from its headers before anything is written. CIFAR-10 is 60,000
@@ -79,6 +78,8 @@ def data_roots() -> list[Path]:
 def find_copy() -> Path | None:
     """The first folder with all four IDX files (gzipped or not), where the tests' fashion_mnist_dir looks: in
     $DATA_DIR or data/, then where load_dataset finds a system copy (helpers.environment.dataset_folders)."""
+    from helpers.environment import dataset_folders
+
     roots = dict.fromkeys([*data_roots(), *dataset_folders("fashion_mnist")])
     for folder in (folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)):
         if all((folder / name).is_file() or (folder / f"{name}.gz").is_file() for name in FILES):

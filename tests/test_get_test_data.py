@@ -31,7 +31,7 @@ import torch
 from PIL import Image
 from torchvision import datasets
 
-from helpers import environment
+from helpers import environment, image_folders
 from helpers.datasets import DATASETS, load_dataset
 from tests.support import scripted_server
 
@@ -267,7 +267,7 @@ def leftovers(tmp_path) -> list[str]:
 
 def test_the_script_knows_cifar10_as_the_helpers_do(script):
     assert script.CIFAR10_CLASSES == CIFAR.classes and script.CIFAR10_FOLDERS == CIFAR.image_folders
-    assert script.CIFAR10_UNPACKED in CIFAR.image_folders
+    assert script.CIFAR10_UNPACKED in CIFAR.image_folders and script.IMAGE_SUFFIXES == image_folders.IMAGE_SUFFIXES
     fresh = importlib.util.module_from_spec(importlib.util.spec_from_file_location("fresh", script.__file__))
     fresh.__spec__.loader.exec_module(fresh)
     assert fresh.CIFAR10_IMAGES == {"train": 5_000, "test": 1_000}  # the script's own, not this file's tiny one
@@ -531,6 +531,13 @@ def test_a_member_name_over_255_bytes_is_refused_in_a_sentence(
     refused(script, tmp_path, monkeypatch, capsys, archive, "at most 255 bytes", f"({len(name.encode())} bytes long)")
 
 
+def test_a_path_longer_than_linux_opens_is_refused_in_a_sentence(
+        script, nothing_unpacked, tmp_path, monkeypatch, capsys):
+    name = "/".join(["cifar10-jpeg", *["d" * 250] * 17, "0001.jpg"])  # each part short enough, the whole 4,300 bytes
+    archive = zeros_tar(tmp_path / "deep.tar.xz", {name: 5})
+    refused(script, tmp_path, monkeypatch, capsys, archive, "a path may have at most 4,095")
+
+
 @pytest.mark.parametrize("order", ["file first", "folder first"])
 @pytest.mark.parametrize("make", [zeros_tar, zeros_zip], ids=["tar", "zip"])
 def test_a_file_and_a_folder_of_the_same_name_are_refused_in_a_sentence(
@@ -623,15 +630,14 @@ script.unpack_cifar10(Path(sys.argv[2]), Path(sys.argv[3]))
 
 def killed_unpack(archive: Path, data: Path) -> int:
     """Run an unpack in a second process that SIGKILL ends halfway; returns that process's id."""
-    environment_variables = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     with subprocess.Popen([sys.executable, "-c", KILLED_UNPACK, str(ROOT / "scripts" / "get_test_data.py"),
-                           str(archive), str(data)], env=environment_variables, stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE) as process:
+                           str(archive), str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE) as process:
         _, errors = process.communicate(timeout=300)
     assert process.returncode == -signal.SIGKILL, errors.decode()
     return process.pid
 
 
+@pytest.mark.slow  # starts other processes
 def test_folders_of_killed_unpacks_are_removed_on_the_next_run_and_live_ones_kept(
         script, cifar_archive, tmp_path, monkeypatch, capsys):
     data = tmp_path / "repo-data"
