@@ -52,7 +52,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}  # the files an image folder's class 
 CIFAR10_IMAGES = {"train": 5_000, "test": 1_000}  # images per class in each split: less is a partial copy
 STAGING_PREFIX = f".{CIFAR10_UNPACKED}.unpacking-"  # then the unpacking process's id: .cifar10-jpeg.unpacking-<pid>-*
 # What an archive may write into data/, read from its headers before anything is written. CIFAR-10 is 60,000
-# images in 22 folders, 55 MB as JPEG and under 200 MB even as PNG; the bounds leave room for a copy's extras (a
+# images in 23 folders, 55 MB as JPEG and under 200 MB even as PNG; the bounds leave room for a copy's extras (a
 # decoded cache, macOS's ._ files) and refuse an archive that would fill the disk.
 MAX_MEMBERS = 150_000
 MAX_BYTES = 500_000_000
