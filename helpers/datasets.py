@@ -2,12 +2,15 @@
 tensors, once.
 
 In smoke mode a small subset is kept, and a dataset that cannot be had is replaced by synthetic
-data of the same shape, saying so. The loaders that serve the images are in loaders.py.
+data of the same shape, saying so in one plain sentence; the error behind it goes to this module's
+logger at debug level (to see it: `logging.basicConfig(); logging.getLogger("helpers").setLevel("DEBUG")`).
+The loaders that serve the images are in loaders.py.
 """
 
 from __future__ import annotations
 
 import gzip
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +22,10 @@ import torch.nn.functional as F
 from torchvision import datasets
 
 from . import downloads
-from .environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE, default_data_dir, is_smoke_test
+from .environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE, dataset_folders, is_smoke_test
 from .image_folders import find_image_folder, read_image_folder
+
+logger = logging.getLogger(__name__)
 
 
 class DatasetUnavailableError(RuntimeError):
@@ -207,19 +212,21 @@ def load_dataset(name: str, data_dir=None, download: bool = True, smoke_test: bo
     `data_dir` (else $DATA_DIR, else data/) holds torchvision's copy, or for the MNIST family just
     the four IDX files, or an image folder (train/<class>/*.jpg and test/<class>/*.jpg, JPEG or PNG;
     decoded once, then read from its cache: see image_folders.py) there or inside it under one of the
-    names in DATASETS (for CIFAR-10: cifar10-jpeg, cifar10, CIFAR-10-images). Missing there, the dataset
-    is downloaded into it. In smoke mode a small subset is kept, and a dataset that cannot be had is
-    replaced by synthetic data, saying so. A damaged image folder raises image_folders.ImageFolderError.
+    names in DATASETS (for CIFAR-10: cifar10-jpeg, cifar10, CIFAR-10-images). Missing there, the copy a
+    system package installs is used (Fashion-MNIST: Debian's, see environment.dataset_folders), else the
+    dataset is downloaded into data_dir. In smoke mode a small subset is kept, and a dataset that cannot
+    be had is replaced by synthetic data, saying so in one sentence (the error behind it is logged at debug
+    level). A damaged image folder raises image_folders.ImageFolderError.
     """
     info = dataset_info(name)
     smoke_test = is_smoke_test() if smoke_test is None else smoke_test
-    root = default_data_dir(data_dir)
-    data = _first_available(info, root, download)
+    folders = dataset_folders(name, data_dir)
+    data = _first_available(info, folders, download)
     if isinstance(data, Exception):
         if not smoke_test:
-            raise DatasetUnavailableError(_missing_message(info, root, data, download)) from data
-        print(f"{info.name} is not available here ({_short(data)}): using a small synthetic "
-              f"stand-in with the same image shape and {len(info.classes)} classes.")
+            raise DatasetUnavailableError(_missing_message(info, folders, data, download)) from data
+        print(_stand_in_notice(info, folders[0], download))
+        logger.debug("%s is replaced by synthetic images because of this error:", info.name, exc_info=data)
         return make_synthetic_data(name)
     return smoke_subset(data) if smoke_test else data
 
@@ -231,17 +238,21 @@ def dataset_info(name: str) -> DatasetInfo:
     return DATASETS[name]
 
 
-def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData | Exception:
+def _first_available(info: DatasetInfo, folders: list[Path], download: bool) -> ImageData | Exception:
+    """The first copy found: torchvision's in the data folder (folders[0]), else IDX files or an image folder in
+    each folder in turn; else the download into the data folder; else the error that says why not."""
+    root = folders[0]
     try:
         return _from_torchvision(info, root, download=False)
     except RuntimeError as not_on_disk:
         error: Exception = not_on_disk
-    idx_copy = _from_idx_folder(info, root)
-    if idx_copy is not None:
-        return idx_copy
-    folder_copy = _from_image_folder(info, root)  # a damaged folder raises: it is the copy meant, to be fixed
-    if folder_copy is not None:
-        return folder_copy
+    for folder in folders:
+        idx_copy = _from_idx_folder(info, folder)
+        if idx_copy is not None:
+            return idx_copy
+        folder_copy = _from_image_folder(info, folder)  # a damaged folder raises: it is the copy meant, to be fixed
+        if folder_copy is not None:
+            return folder_copy
     if download:
         try:
             return _download(info, root)
@@ -250,10 +261,26 @@ def _first_available(info: DatasetInfo, root: Path, download: bool) -> ImageData
     return error
 
 
-def _missing_message(info: DatasetInfo, root: Path, error: Exception, download: bool) -> str:
+def _stand_in_notice(info: DatasetInfo, root: Path, download: bool) -> str:
+    """What smoke mode prints when it replaces a dataset: what is missing, what is used, the one thing to do.
+
+    No exception text: a student reads this in every data cell, and "URLError: <urlopen error ...>" says
+    nothing to them (the error is logged at debug level instead).
+    """
+    missing = (f"{info.name} is not in {root.resolve()} and could not be downloaded" if download else
+               f"{info.name} is not in {root.resolve()} (and download=False)")
+    fix = ("run this once on a machine with internet, which downloads it there" if download else
+           "allow the download (download=True) on a machine with internet")
+    return (f"{missing}, so this smoke run uses a small synthetic stand-in with the same image shape and "
+            f"{len(info.classes)} classes; for the real images, {fix}.")
+
+
+def _missing_message(info: DatasetInfo, folders: list[Path], error: Exception, download: bool) -> str:
+    root = folders[0]
     why = f"could not be downloaded ({_short(error)})" if download else "download=False was given"
+    elsewhere = "".join(f" nor in {folder}" for folder in folders[1:])
     return (
-        f"{info.name} is not in {root.resolve()}, and {why}.\n"
+        f"{info.name} is not in {root.resolve()}{elsewhere}, and {why}.\n"
         f"To fix it: on a machine with internet, run\n"
         f"    python -c \"from torchvision import datasets; "
         f"datasets.{info.torchvision_class.__name__}('{root}', download=True)\"\n"

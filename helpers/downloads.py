@@ -1,4 +1,4 @@
-"""Downloading a file where every network wait is bounded: no download can hang.
+"""Downloading a file where every network wait is bounded: no download, nor the probe before one, can hang.
 
 torchvision's own download waits as long as the operating system lets it: minutes behind a firewall
 that drops packets, for ever on a server that accepts and never answers. Here each wait (connecting,
@@ -33,6 +33,26 @@ USER_AGENT = "pytorch/vision"  # what torchvision sends; some hosts refuse reque
 
 class DownloadTimeoutError(TimeoutError):
     """A host stayed silent for too long, or the download ran past its deadline."""
+
+
+def host_answers(url: str, *, timeout: float = DOWNLOAD_TIMEOUT_S, deadline: float) -> bool:
+    """True when the host behind url sends the whole head of an HTTP answer (any status) before the deadline (a
+    time.monotonic() value), each wait cut at timeout: a probe before a download, as bounded as the download."""
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        return False
+    watchdog = _Watchdog(deadline)
+    opener = urllib.request.build_opener(_WatchedHandler(watchdog))
+    try:
+        request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": USER_AGENT})
+        with watchdog, opener.open(request, timeout=min(timeout, remaining)):
+            pass
+    except urllib.error.HTTPError as error:  # a status such as 403 or 404 is an answer
+        error.close()
+    # No network, a silent or dripping host, more than 100 header lines, a URL that cannot be parsed.
+    except (OSError, http.client.HTTPException, ValueError):
+        return False
+    return not watchdog.expired  # the watchdog's cut reads like the end of the headers: they may be partial
 
 
 def download_first(urls: list[str], path: Path, md5: str | None = None, *, timeout: float | None = None,

@@ -88,6 +88,17 @@ def default_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
     return root / "data" if root is not None else Path("data")
 
 
+# Where a system package installs a dataset: Debian's dataset-fashion-mnist puts Fashion-MNIST's four IDX files
+# here. load_dataset, `make test-data` and the tests all look there, through dataset_folders.
+SYSTEM_DATASET_FOLDERS = {"fashion_mnist": (Path("/usr/share/datasets/fashion-mnist"),)}
+
+
+def dataset_folders(name: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Where the dataset `name` may be, in the order to look: the data folder (default_data_dir), then the
+    folders a system package installs it into (SYSTEM_DATASET_FOLDERS)."""
+    return [default_data_dir(data_dir), *SYSTEM_DATASET_FOLDERS.get(name, ())]
+
+
 GOOGLE_DRIVE = Path("/content/drive")
 DRIVE_FOLDERS = {"checkpoints": "deep-cnn-checkpoints", "data": "deep-cnn-data"}  # under MyDrive
 

@@ -1,11 +1,17 @@
-"""Shared test helpers: a tiny learnable dataset and network, a tiny run and its comparisons, and where real
-Fashion-MNIST and CIFAR-10 may be."""
+"""Shared test helpers: a tiny learnable dataset and network, a tiny run and its comparisons, where real
+Fashion-MNIST and CIFAR-10 may be, and local servers on 127.0.0.1 that answer as slowly or as badly as a test needs."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import itertools
 import os
 import re
+import socket
+import ssl
+import threading
+import time
 import warnings
 from dataclasses import asdict
 from pathlib import Path
@@ -16,9 +22,8 @@ from torch import nn
 
 from helpers import CheckpointError, DeviceLoader, ImageRecipe, set_all_seeds, train_model
 from helpers.datasets import DATASETS, make_synthetic_data
+from helpers.environment import dataset_folders
 from helpers.image_folders import find_image_folder
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")  # Debian's dataset-fashion-mnist
 
 
 class TinyNet(nn.Module):
@@ -59,10 +64,12 @@ def tiny_loaders(num_train: int = 256, batch_size: int = 32, seed: int = 0, reci
 
 
 def fashion_mnist_folders() -> list[Path]:
-    """Where real Fashion-MNIST's IDX files may be: $DATA_DIR, the checkout's data/, Debian's package."""
+    """Where real Fashion-MNIST's IDX files may be: $DATA_DIR, the checkout's data/ (each in torchvision's layout
+    or not), then where load_dataset finds a system copy (Debian's package: helpers.environment.dataset_folders)."""
     roots = [Path(os.environ["DATA_DIR"]).expanduser()] if os.environ.get("DATA_DIR") else []
     roots.append(Path(__file__).resolve().parent.parent / "data")
-    return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)] + [DEBIAN_FASHION_MNIST]
+    roots = list(dict.fromkeys([*roots, *dataset_folders("fashion_mnist")]))
+    return [folder for root in roots for folder in (root / "FashionMNIST" / "raw", root)]
 
 
 def cifar10_data_dirs() -> list[Path]:
@@ -141,3 +148,82 @@ def failing_save(monkeypatch, error: BaseException, on_call: int):
         raise error
 
     monkeypatch.setattr(torch, "save", save)
+
+
+# ----------------------------------------------------------------- local servers that misbehave (127.0.0.1 only)
+
+
+def local_server(backlog: int) -> tuple[socket.socket, str]:
+    """A socket listening on a free port of 127.0.0.1, and its http:// address."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(backlog)
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+DRIP_INTERVAL_S = 0.05  # 20 bytes a second, as in the hostile trials of issue 21
+SERVER_GIVES_UP_S = 20.0  # a client that ignores its deadline fails a test, instead of hanging the suite
+
+
+@contextlib.contextmanager
+def scripted_server(head: bytes, drip: bytes = b"", tls: ssl.SSLContext | None = None):
+    """A server on 127.0.0.1 that answers each request with `head` at once, then sends `drip` (repeated)
+    one byte every DRIP_INTERVAL_S until the test ends, or closes the connection after `head` if there
+    is nothing to drip; over TLS if given a context. Yields its host:port. On leaving, every thread and
+    socket it opened is gone, and so are the client's."""
+    sockets_before, threads_before = open_sockets(), set(threading.enumerate())
+    server, url = local_server(backlog=8)
+    server.settimeout(DRIP_INTERVAL_S)  # accept() wakes up to see whether the test has ended
+    stop = threading.Event()
+    answering = []
+
+    def answer(connection):
+        connection.settimeout(SERVER_GIVES_UP_S)
+        # Closed even when the TLS handshake fails; with TLS, the wrapped socket takes over its descriptor.
+        with connection, tls.wrap_socket(connection, server_side=True) if tls else connection as connection:
+            connection.recv(65536)  # the request (or, for a raw server of an https:// address, the TLS hello)
+            connection.sendall(head)
+            give_up = time.monotonic() + SERVER_GIVES_UP_S
+            for byte in itertools.cycle(drip) if drip else ():
+                if stop.wait(DRIP_INTERVAL_S) or time.monotonic() > give_up:
+                    return
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:  # the client gave up
+                    return
+
+    def accept():
+        while not stop.is_set():
+            try:
+                connection, _ = server.accept()
+            except TimeoutError:
+                continue
+            answering.append(threading.Thread(target=answer, args=(connection,)))
+            answering[-1].start()
+
+    acceptor = threading.Thread(target=accept)
+    acceptor.start()
+    try:
+        yield url.removeprefix("http://")
+    finally:
+        stop.set()
+        acceptor.join()
+        for thread in answering:
+            thread.join()
+        server.close()
+    assert set(threading.enumerate()) <= threads_before, "a thread outlived the download"
+    assert open_sockets() == sockets_before, "a socket outlived the download"
+
+
+def open_sockets() -> int:
+    """How many sockets this process holds open (Linux: its file descriptors that are sockets)."""
+    folder = Path("/proc/self/fd")
+    if not folder.is_dir():
+        pytest.skip("counting open sockets needs Linux's /proc")
+    count = 0
+    for entry in folder.iterdir():
+        try:
+            count += os.readlink(entry).startswith("socket:")
+        except OSError:  # the descriptor closed while we looked
+            pass
+    return count

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import gzip
+import logging
+import re
+import socket
+import urllib.error
 
 import pytest
 import torch
 
-from helpers import image_folders
+from helpers import environment, image_folders
 from helpers.datasets import (
     DATASETS,
     DatasetUnavailableError,
@@ -15,6 +19,7 @@ from helpers.datasets import (
     load_dataset,
     make_synthetic_data,
     read_idx,
+    smoke_subset,
     split_indices,
 )
 from helpers.environment import SMOKE_TEST_SIZE, SMOKE_TRAIN_SIZE
@@ -68,7 +73,48 @@ def test_synthetic_data_is_learnable_from_its_class_templates():
 def test_smoke_mode_substitutes_synthetic_data_and_says_so(empty_data_dir, capsys):
     data = load_dataset("cifar10", download=False, smoke_test=True)
     assert data.synthetic
-    assert "synthetic" in capsys.readouterr().out
+    assert capsys.readouterr().out.splitlines() == [
+        f"CIFAR-10 is not in {empty_data_dir.resolve()} (and download=False), so this smoke run uses a small "
+        "synthetic stand-in with the same image shape and 10 classes; for the real images, allow the download "
+        "(download=True) on a machine with internet."
+    ]
+
+
+def no_name_resolution(*args, **kwargs):
+    """What connecting does on a machine without network: the host's name cannot be looked up."""
+    raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+
+# An exception's class name (URLError, TimeoutError, HTTPException...) or urllib's own wording of one.
+EXCEPTION_TEXT = re.compile(r"[A-Za-z]*(Error|Exception)\b|urlopen|Errno|<|>")
+
+
+def test_the_smoke_notice_is_one_plain_sentence_and_the_error_goes_to_the_debug_log(
+        empty_data_dir, monkeypatch, capsys, caplog):
+    monkeypatch.setattr("socket.create_connection", no_name_resolution)  # where every HTTP(S) connection starts
+    with caplog.at_level(logging.DEBUG, logger="helpers"):
+        data = load_dataset("cifar10", download=True, smoke_test=True)
+    assert data.synthetic
+    notice = capsys.readouterr().out.splitlines()
+    assert notice == [
+        f"CIFAR-10 is not in {empty_data_dir.resolve()} and could not be downloaded, so this smoke run uses a small "
+        "synthetic stand-in with the same image shape and 10 classes; for the real images, run this once on a "
+        "machine with internet, which downloads it there."
+    ]
+    assert EXCEPTION_TEXT.search(notice[0]) is None
+    # The error is kept for whoever asks for it: the debug log holds it, traceback and all.
+    (record,) = [record for record in caplog.records if record.name == "helpers.datasets"]
+    assert record.levelno == logging.DEBUG and record.exc_info is not None
+    assert isinstance(record.exc_info[1], urllib.error.URLError)
+    assert "Name or service not known" in caplog.text
+
+
+def test_the_smoke_notice_matches_no_exception_text_that_urllib_gives():
+    """The pattern the test above applies really catches what the old notice printed."""
+    old = ("CIFAR-10 is not available here (URLError: <urlopen error [Errno -2] Name or service not known>): using a "
+           "small synthetic stand-in with the same image shape and 10 classes.")
+    assert EXCEPTION_TEXT.findall(old)
+    assert EXCEPTION_TEXT.search("a TimeoutError") and EXCEPTION_TEXT.search("http.client.HTTPException")
 
 
 def test_missing_data_outside_smoke_mode_is_a_clear_error(empty_data_dir):
@@ -174,7 +220,13 @@ def test_a_folder_of_idx_files_is_a_data_dir(tmp_path, name, compressed):
     assert not data.synthetic and data.classes == DATASETS[name].classes
 
 
-def test_a_folder_missing_one_idx_file_is_not_a_dataset(tmp_path):
+@pytest.fixture
+def no_system_copies(monkeypatch):
+    """No folder of a system package is looked in (this machine may have Debian's Fashion-MNIST)."""
+    monkeypatch.setattr(environment, "SYSTEM_DATASET_FOLDERS", {})
+
+
+def test_a_folder_missing_one_idx_file_is_not_a_dataset(tmp_path, no_system_copies):
     write_idx_folder(tmp_path, compressed=True)
     assert set(find_idx_files(tmp_path)) == {"train_images", "train_labels", "test_images", "test_labels"}
     (tmp_path / "t10k-labels-idx1-ubyte.gz").unlink()
@@ -190,12 +242,38 @@ def test_cifar10_is_never_read_from_idx_files(tmp_path):
     assert "IDX" not in str(error.value)
 
 
-def test_no_system_folder_is_read_unless_it_is_named(empty_data_dir, fashion_mnist_dir):
-    """The dataset table knows no machine's folders: Fashion-MNIST installed elsewhere is not found by itself."""
-    with pytest.raises(DatasetUnavailableError):
-        load_dataset("fashion_mnist", download=False, smoke_test=False)
-    named = load_dataset("fashion_mnist", data_dir=fashion_mnist_dir, download=False, smoke_test=True)
-    assert not named.synthetic and len(named.train_labels) == SMOKE_TRAIN_SIZE
+def test_a_system_copy_is_used_when_the_data_folder_has_none(tmp_path, monkeypatch, capsys):
+    system = write_idx_folder(tmp_path / "debian", compressed=True)
+    monkeypatch.setattr(environment, "SYSTEM_DATASET_FOLDERS", {"fashion_mnist": (tmp_path / "debian",)})
+    data = load_dataset("fashion_mnist", data_dir=tmp_path / "empty", download=False, smoke_test=False)
+    assert torch.equal(data.train_images, system["train-images-idx3-ubyte"].unsqueeze(1)) and not data.synthetic
+    assert capsys.readouterr().out == ""
+    # A copy in the data folder comes first; and MNIST, which no system folder lists, is never read from it.
+    mine = write_idx_folder(tmp_path / "mine", compressed=False, num_train=7)
+    data = load_dataset("fashion_mnist", data_dir=tmp_path / "mine", download=False, smoke_test=False)
+    assert torch.equal(data.train_labels, mine["train-labels-idx1-ubyte"].long())
+    with pytest.raises(DatasetUnavailableError, match="is not in"):
+        load_dataset("mnist", data_dir=tmp_path / "empty", download=False, smoke_test=False)
+
+
+def test_the_missing_data_error_names_the_system_folder_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(environment, "SYSTEM_DATASET_FOLDERS", {"fashion_mnist": (tmp_path / "debian",)})
+    with pytest.raises(DatasetUnavailableError) as error:
+        load_dataset("fashion_mnist", data_dir=tmp_path / "empty", download=False, smoke_test=False)
+    assert f"is not in {(tmp_path / 'empty').resolve()} nor in {tmp_path / 'debian'}," in str(error.value)
+
+
+@pytest.mark.real_data
+def test_debian_fashion_mnist_is_found_without_naming_it(empty_data_dir, capsys):
+    """Where Debian's dataset-fashion-mnist is installed, a smoke run trains on its real images, not on synthetic."""
+    (debian,) = environment.SYSTEM_DATASET_FOLDERS["fashion_mnist"]
+    if find_idx_files(debian) is None:
+        pytest.skip(f"Debian's dataset-fashion-mnist is not installed here ({debian} lacks its four IDX files).")
+    data = load_dataset("fashion_mnist", download=False, smoke_test=True)
+    assert not data.synthetic and len(data.train_labels) == SMOKE_TRAIN_SIZE
+    assert capsys.readouterr().out == ""
+    whole = load_dataset("fashion_mnist", data_dir=debian, download=False, smoke_test=False)
+    assert torch.equal(data.train_images, smoke_subset(whole).train_images)
 
 
 def test_smoke_mode_keeps_a_fixed_subset_of_real_data(tmp_path):

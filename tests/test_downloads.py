@@ -5,11 +5,8 @@ No test here leaves this machine: each server listens on 127.0.0.1, and proxies 
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
-import itertools
-import os
 import shutil
 import socket
 import ssl
@@ -27,6 +24,7 @@ from torchvision import datasets
 from helpers import downloads
 from helpers.datasets import DatasetUnavailableError, load_dataset
 from helpers.downloads import DownloadTimeoutError, download_first
+from tests.support import local_server, open_sockets, scripted_server
 
 TIMEOUT_S = 0.5
 SLACK_S = 2.5  # what a busy machine may add to a bounded wait before the test calls it a hang
@@ -44,14 +42,6 @@ def no_progress_monitor(monkeypatch):
     """tqdm's monitor thread, once started, lives as long as the process: keep it from starting, so that
     the threads a test finds left over are the download's own."""
     monkeypatch.setattr(downloads.tqdm, "monitor_interval", 0)
-
-
-def local_server(backlog: int) -> tuple[socket.socket, str]:
-    """A socket listening on a free port of 127.0.0.1, and its http:// address."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(backlog)
-    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
 
 
 @pytest.fixture
@@ -83,60 +73,6 @@ def dropping_url():
     for client in held:
         client.close()
     server.close()
-
-
-DRIP_INTERVAL_S = 0.05  # 20 bytes a second, as in the hostile trials of issue 21
-SERVER_GIVES_UP_S = 20.0  # a client that ignores its deadline fails a test, instead of hanging the suite
-
-
-@contextlib.contextmanager
-def scripted_server(head: bytes, drip: bytes = b"", tls: ssl.SSLContext | None = None):
-    """A server on 127.0.0.1 that answers each request with `head` at once, then sends `drip` (repeated)
-    one byte every DRIP_INTERVAL_S until the test ends, or closes the connection after `head` if there
-    is nothing to drip; over TLS if given a context. Yields its host:port. On leaving, every thread and
-    socket it opened is gone, and so are the client's."""
-    sockets_before, threads_before = open_sockets(), set(threading.enumerate())
-    server, url = local_server(backlog=8)
-    server.settimeout(DRIP_INTERVAL_S)  # accept() wakes up to see whether the test has ended
-    stop = threading.Event()
-    answering = []
-
-    def answer(connection):
-        connection.settimeout(SERVER_GIVES_UP_S)
-        # Closed even when the TLS handshake fails; with TLS, the wrapped socket takes over its descriptor.
-        with connection, tls.wrap_socket(connection, server_side=True) if tls else connection as connection:
-            connection.recv(65536)  # the request (or, for a raw server of an https:// address, the TLS hello)
-            connection.sendall(head)
-            give_up = time.monotonic() + SERVER_GIVES_UP_S
-            for byte in itertools.cycle(drip) if drip else ():
-                if stop.wait(DRIP_INTERVAL_S) or time.monotonic() > give_up:
-                    return
-                try:
-                    connection.sendall(bytes([byte]))
-                except OSError:  # the client gave up
-                    return
-
-    def accept():
-        while not stop.is_set():
-            try:
-                connection, _ = server.accept()
-            except TimeoutError:
-                continue
-            answering.append(threading.Thread(target=answer, args=(connection,)))
-            answering[-1].start()
-
-    acceptor = threading.Thread(target=accept)
-    acceptor.start()
-    try:
-        yield url.removeprefix("http://")
-    finally:
-        stop.set()
-        acceptor.join()
-        for thread in answering:
-            thread.join()
-        server.close()
-    assert set(threading.enumerate()) <= threads_before, "a thread outlived the download"
-    assert open_sockets() == sockets_before, "a socket outlived the download"
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +253,51 @@ def test_a_file_already_there_and_intact_is_not_fetched_again(file_server, tmp_p
     assert file_server.requests == [] and target.read_bytes() == b"kept"
 
 
+# ----------------------------------------------------------------- the probe before a download
+
+
+def probe(url: str, deadline_s: float = 1.0) -> bool:
+    """downloads.host_answers with a short deadline and a timeout longer than it (only the deadline can cut a drip)."""
+    return downloads.host_answers(url, timeout=2 * deadline_s, deadline=time.monotonic() + deadline_s)
+
+
+def test_the_probe_counts_any_http_status_as_an_answer(file_server):
+    (file_server.folder / "here").write_bytes(b"x")
+    assert probe(f"{file_server.url}/here") and probe(f"{file_server.url}/missing")  # 200, and 404
+    assert file_server.requests == ["/here", "/missing"]
+
+
+def test_the_probe_of_a_closed_port_or_a_malformed_address_is_a_plain_no(stalled_url):
+    port = int(stalled_url.rsplit(":", 1)[1])
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        refused = f"http://127.0.0.1:{closed.getsockname()[1]}/"  # bound, never listening: refused at once
+        assert not probe(refused)
+    assert not probe(f"http://127.0.0.1:{port}x/") and not probe("not a url")
+
+
+@pytest.mark.parametrize("part", ["headers", "body"])
+def test_a_server_that_drips_its_headers_cannot_hold_the_probe(part, tmp_path):
+    """One byte every 50 ms, so no single wait is long: only the deadline ends the probe, a false one (headers) or
+    a true one (the body never matters to it)."""
+    scheme, head, drip = DRIPPING[part]
+    with scripted_server(head, drip) as address:
+        started = time.monotonic()
+        answered = probe(f"{scheme}://{address}/file.gz", deadline_s=1.0)
+        assert time.monotonic() - started < 1.0 + SLACK_S
+    assert answered is (part == "body")
+
+
+def test_more_than_100_header_lines_are_a_plain_no_not_an_exception():
+    with scripted_server(b"HTTP/1.1 200 OK\r\n" + b"X-Padding: 0\r\n" * 101 + b"\r\n") as address:
+        assert probe(f"http://{address}/") is False
+
+
+def test_a_probe_past_its_deadline_asks_nothing(file_server):
+    assert downloads.host_answers(file_server.url, timeout=1.0, deadline=time.monotonic() - 1) is False
+    assert file_server.requests == []
+
+
 # ----------------------------------------------------------------- load_dataset on top of them
 
 
@@ -367,17 +348,3 @@ def test_a_dropped_download_outside_smoke_mode_is_a_clear_error(dropping_url, tm
             load_dataset("mnist", data_dir=tmp_path, smoke_test=False)
 
     assert timed(load) < 2 * TIMEOUT_S + SLACK_S  # both mirrors of the first file, then no more tries
-
-
-def open_sockets() -> int:
-    """How many sockets this process holds open (Linux: its file descriptors that are sockets)."""
-    folder = Path("/proc/self/fd")
-    if not folder.is_dir():
-        pytest.skip("counting open sockets needs Linux's /proc")
-    count = 0
-    for entry in folder.iterdir():
-        try:
-            count += os.readlink(entry).startswith("socket:")
-        except OSError:  # the descriptor closed while we looked
-            pass
-    return count
