@@ -145,7 +145,7 @@ def _wrong_type(answer, expected, where: str = "") -> str:
 
 
 def _type_message(answer, expected, where: str) -> str:
-    """E.g. "'3120' is text in quotes (a str), where the answer needs a whole number ..."; where names a tuple's entry."""
+    """E.g. "'3120' is text in quotes (a str), where the answer needs a whole number ..."; `where`: a tuple's entry."""
     subject = f"{where}{answer!r}," if where else f"{answer!r}"
     return (f"{subject} is {_kind(answer)}, where the answer needs {_kind(expected)}. Write it as that, run the "
             "cell, then this one.")
@@ -168,7 +168,7 @@ def check_quiz(name: str, answer, **given) -> bool | None:
 
 
 def show_solution(name: str) -> None:
-    """Print the solution to the exercise or quiz question `name`: code as written, or the answer and how it is found."""
+    """Print the solution to the exercise or quiz question `name`: its code, or the answer and how it is found."""
     if name in solutions.QUIZ:
         print(solutions.QUIZ[name].explained())
     elif name in SOLVED_IN_CODE:
