@@ -16,6 +16,7 @@ spot-the-bug fixes of the ResNet notebook's networks are written as the one meth
 notebook they go into a subclass of its ResNet (`class FixedResNet5(ResNet): ...`). Each notebook's entries
 stay together, in a section of their own.
 """
+
 import inspect
 from typing import NamedTuple
 
