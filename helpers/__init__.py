@@ -32,10 +32,12 @@ from .environment import (
 from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
 from .exercises import (
     check_answer,
+    check_block_dropout,
     check_bottleneck,
     check_exercise,
     check_fix,
     check_quiz,
+    exercise_names,
     expect_error,
     show_solution,
 )
@@ -64,9 +66,10 @@ from .training import NonFiniteLossError, train_model
 __all__ = [
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
-    "ModelMismatchError", "check_against_torchvision", "check_answer", "check_bottleneck", "check_exercise",
-    "check_fix", "check_quiz",
-    "convolution_kinds", "count_weighted_layers", "expect_error", "parameters_per_part", "part_outputs",
+    "ModelMismatchError", "check_against_torchvision", "check_answer", "check_block_dropout", "check_bottleneck",
+    "check_exercise", "check_fix", "check_quiz",
+    "convolution_kinds", "count_weighted_layers", "exercise_names", "expect_error", "parameters_per_part",
+    "part_outputs",
     "print_parameter_table", "print_parts", "show_solution", "with_running_stats",
     "CheckpointError", "DatasetUnavailableError", "DeviceLoader", "History", "ImageData", "ImageRecipe",
     "dataset_dir", "describe_hardware",

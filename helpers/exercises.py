@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import inspect
 import numbers
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from typing import NamedTuple
@@ -67,8 +68,9 @@ def check_answer(question: str, answer, expected, hint: str = "", *, why: str = 
                  tolerance: float = 0.0) -> bool | None:
     """Say PASS, FAIL (with a hint, never the answer) or NOT ATTEMPTED for a quiz answer.
 
-    Returns True, False, or None when there is no answer yet. Lists compare as tuples, text without
-    regard to case or surrounding spaces, numbers within `tolerance` (exactly by default).
+    Returns True, False, or None when there is no answer yet. Lists compare as tuples, numbers within
+    `tolerance` (exactly by default), text word by word without regard to case, punctuation or the articles
+    a, an and the ("Same" passes for "the same"). An answer of the wrong type fails with what type to give.
     """
     if answer is None:
         print(f"NOT ATTEMPTED: {question}. Write your answer in the cell above (it is None now), run that cell, "
@@ -77,8 +79,20 @@ def check_answer(question: str, answer, expected, hint: str = "", *, why: str = 
     if _same_answer(answer, expected, tolerance):
         print(f"PASS: {question}. {why}".rstrip())
         return True
+    wrong_type = _wrong_type(answer, expected)
+    if wrong_type:
+        print(f"FAIL: {question}: {wrong_type}")
+        return False
     print(f"FAIL: {question}: {answer!r} is not it. {hint}".rstrip())
     return False
+
+
+ARTICLES = {"a", "an", "the"}
+
+
+def _words(text: str) -> list[str]:
+    """The words of an answer in lower case, without punctuation or articles: "The same." -> ["same"]."""
+    return [word for word in re.findall(r"[\w.]*\w", text.lower()) if word not in ARTICLES]
 
 
 def _same_answer(answer, expected, tolerance: float) -> bool:
@@ -86,7 +100,7 @@ def _same_answer(answer, expected, tolerance: float) -> bool:
         return isinstance(answer, (list, tuple)) and len(answer) == len(expected) and all(
             _same_answer(a, e, tolerance) for a, e in zip(answer, expected))
     if isinstance(expected, str):
-        return isinstance(answer, str) and answer.strip().lower() == expected.strip().lower()
+        return isinstance(answer, str) and _words(answer) == _words(expected)
     if isinstance(expected, bool) or isinstance(answer, bool):
         return answer is expected
     if isinstance(expected, numbers.Number) and isinstance(answer, numbers.Number):
@@ -94,16 +108,91 @@ def _same_answer(answer, expected, tolerance: float) -> bool:
     return answer == expected
 
 
-def check_quiz(name: str, answer) -> bool | None:
-    """check_answer for the quiz question solutions.QUIZ[name], whose answer the notebook never shows."""
+def _kind(value) -> str:
+    """What kind of answer a value is, in a student's words (never the value itself)."""
+    if isinstance(value, bool):
+        return "a bool (True or False)"
+    if isinstance(value, numbers.Integral):
+        return "a whole number (an int, written without quotes)"
+    if isinstance(value, numbers.Number):
+        return "a number (written without quotes)"
+    if isinstance(value, str):
+        return "text in quotes (a str)"
+    if isinstance(value, (list, tuple)):
+        return "a tuple, such as (2, 3)"
+    return f"a {type(value).__name__}"
+
+
+def _wrong_type(answer, expected, where: str = "") -> str:
+    """Why an answer of the wrong type cannot pass (the first wrong part of a tuple), or "" when its type fits."""
+    if isinstance(expected, (list, tuple)):
+        if not isinstance(answer, (list, tuple)):
+            return _type_message(answer, expected, where)
+        if len(answer) != len(expected):
+            return ""  # a wrong answer, not a wrong type: its length would give part of the answer away
+        for index, (part, expected_part) in enumerate(zip(answer, expected), start=1):
+            message = _wrong_type(part, expected_part, f"entry {index} of your tuple, ")
+            if message:
+                return message
+        return ""
+    if isinstance(expected, bool) or isinstance(answer, bool):
+        fits = isinstance(answer, bool) and isinstance(expected, bool)
+    elif isinstance(expected, numbers.Number):
+        fits = isinstance(answer, numbers.Number)
+    else:
+        fits = isinstance(answer, type(expected))
+    return "" if fits else _type_message(answer, expected, where)
+
+
+def _type_message(answer, expected, where: str) -> str:
+    """E.g. "'3120' is text in quotes (a str), where the answer needs a whole number ..."; `where`: a tuple's entry."""
+    subject = f"{where}{answer!r}," if where else f"{answer!r}"
+    return (f"{subject} is {_kind(answer)}, where the answer needs {_kind(expected)}. Write it as that, run the "
+            "cell, then this one.")
+
+
+def check_quiz(name: str, answer, **given) -> bool | None:
+    """check_answer for the question solutions.QUIZ[name], whose answer the notebook never shows.
+
+    When the question's answer is a function (of solutions.py), it is computed here, called with `given`
+    (what it needs from the notebook, e.g. its runs); so the check cell holds only the name and the answer.
+    """
+    if name not in solutions.QUIZ:
+        raise ValueError(f"There is no quiz question called {name!r}; the names are: {', '.join(solutions.QUIZ)}.")
     question = solutions.QUIZ[name]
-    return check_answer(question.text, answer, question.expected, question.hint, why=question.why,
-                        tolerance=question.tolerance)
+    passed = check_answer(question.text, answer, question.answer(**given), question.hint, why=question.why,
+                          tolerance=question.tolerance)
+    if passed is False:
+        print(f"Think again and change your answer. {_how_to_see(name)}")
+    return passed
 
 
 def show_solution(name: str) -> None:
-    """Print the reference solution helpers.solutions.<name>: its source code, as written."""
-    print(inspect.getsource(getattr(solutions, name)))
+    """Print the solution to the exercise or quiz question `name`: its code, or the answer and how it is found."""
+    if name in solutions.QUIZ:
+        print(solutions.QUIZ[name].explained())
+    elif name in SOLVED_IN_CODE:
+        print(inspect.getsource(getattr(solutions, name)))
+    else:
+        raise ValueError(f"There is no exercise called {name!r}. Copy the name from the check cell's "
+                         f'show_solution("...") line; the names are: {", ".join(exercise_names())}.')
+
+
+def exercise_names() -> list[str]:
+    """Every name that show_solution knows: the quiz questions, then the exercises solved in code."""
+    return [*solutions.QUIZ, *SOLVED_IN_CODE]
+
+
+def _solved_in_code() -> list[str]:
+    """The exercises of solutions.py answered with code: its public classes and functions that are neither a
+    quiz question's answer nor part of the machinery."""
+    answers = {question.expected for question in solutions.QUIZ.values()}
+    return [name for name, value in vars(solutions).items()
+            if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__ == solutions.__name__ and value not in answers and value is not solutions.Question]
+
+
+SOLVED_IN_CODE = _solved_in_code()
 
 
 def _how_to_see(name: str) -> str:
@@ -111,6 +200,16 @@ def _how_to_see(name: str) -> str:
             f'    from helpers import show_solution\n    show_solution("{name}")')
 
 
+def checks(exercise: str):
+    """Mark a check function with the name of the one exercise it checks, for show_solution and the tests."""
+    def mark(check: Callable) -> Callable:
+        check.exercise = exercise
+        return check
+
+    return mark
+
+
+@checks("Bottleneck")
 def check_bottleneck(block, resnet_class, images: torch.Tensor, num_classes: int = 10):
     """The Bottleneck exercise: resnet_class(block, [3, 4, 6, 3]) must be torchvision's resnet50.
 
@@ -125,6 +224,57 @@ def check_bottleneck(block, resnet_class, images: torch.Tensor, num_classes: int
         return f"ResNet-50 built from it is torchvision's ({num_params:,} parameters)."
 
     return check_exercise("Bottleneck", block, check, hint=BOTTLENECK_HINT)
+
+
+BLOCK_DROPOUT_HINT = (
+    "Walk through the layers of `features` in order and build a list: each layer as it is, and after every "
+    "nn.MaxPool2d one more layer, dropout(p). Return nn.Sequential(*that_list); leave `features` unchanged."
+)
+
+
+@checks("add_block_dropout")
+def check_block_dropout(add_block_dropout):
+    """The block-dropout exercise: add_block_dropout(features, dropout, p) puts dropout(p) after every max-pool.
+
+    Returns the function to use from here on: yours when it passed, else the reference solution.
+    """
+    def check(add_block_dropout):
+        generator = torch.Generator().manual_seed(0)
+        images = torch.rand(2, 3, 8, 8, generator=generator)
+        with torch.random.fork_rng(devices=[]):  # the notebook's own random draws stay as they were
+            torch.manual_seed(0)
+            features = nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                                     nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2))
+        for dropout, p in ((nn.Dropout2d, 0.2), (nn.Dropout, 0.3)):
+            result = add_block_dropout(features, dropout, p)
+            if len(features) != 6:
+                raise ModelMismatchError("it changed `features` itself; build a new nn.Sequential instead")
+            _same_layers_with_dropout(result, features, dropout, p)
+        with torch.no_grad():
+            plain = features.eval()(images)
+            added = add_block_dropout(features, nn.Dropout2d, 0.2).eval()(images)
+        if not torch.equal(plain, added):
+            raise ModelMismatchError("in eval mode, where dropout does nothing, it computes something else than "
+                                     "`features`: keep each layer, and its weights, as they are")
+        return "Dropout follows every max-pool, and in eval mode the network computes what it did before."
+
+    return check_exercise("add_block_dropout", add_block_dropout, check, hint=BLOCK_DROPOUT_HINT)
+
+
+def _same_layers_with_dropout(result, features, dropout, p) -> None:
+    """Raise ModelMismatchError unless `result` is the layers of `features` with dropout(p) after each max-pool."""
+    if not isinstance(result, nn.Sequential):
+        raise ModelMismatchError(f"it returns a {type(result).__name__}, not an nn.Sequential")
+    wanted = []
+    for layer in features:
+        wanted.append(type(layer).__name__)
+        if isinstance(layer, nn.MaxPool2d):
+            wanted.append(f"{dropout.__name__}(p={p})")
+    got = [f"{type(layer).__name__}(p={layer.p})" if isinstance(layer, nn.modules.dropout._DropoutNd)
+           else type(layer).__name__ for layer in result]
+    if got != wanted:
+        raise ModelMismatchError(f"with {dropout.__name__} and p={p} its layers are [{', '.join(got)}], where "
+                                 f"[{', '.join(wanted)}] was wanted")
 
 
 @contextmanager

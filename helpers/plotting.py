@@ -93,6 +93,8 @@ def label_epoch_axes(ax, num_epochs: int, values, ylabel: str, compared: str) ->
     whole_number_ticks(ax.xaxis)
     if num_epochs == 1:
         ax.set_ylim(max(0.0, min(values) - 10), min(100.0, max(values) + 10))
+        for line in ax.lines:  # a point at 0% or 100% sits on the axis: draw it whole, not cut in half
+            line.set_clip_on(False)
         add_note(ax, "One epoch: each curve is a single point, so there is no trend to read.\n"
                      f"Train for more epochs to compare the {compared}.")
     ax.set_xlabel("Epoch", fontsize=TEXT_SIZE)

@@ -1,11 +1,23 @@
 """Reference solutions to the notebooks' exercises: try the exercise first, then compare.
 
+Two kinds of exercise, each known by its name, which the notebook's check cell passes and `show_solution(name)`
+takes:
+
+- Code: a public class or function here, e.g. `Bottleneck`; the notebook's check (check_exercise and the
+  checks built on it, check_fix) falls back to it when the student's code fails.
+- Quiz questions: `QUIZ[name]`, a `Question` whose `expected` answer is a value or, better, a function here that
+  computes it, so that the notebook's check cell holds only `check_quiz(name, ANSWER)`, never the expression
+  that gives the answer away. Such a function may take keyword arguments, which check_quiz passes on
+  (`check_quiz(name, ANSWER, runs=runs)` for an answer read from the student's own results).
+
 In a notebook, `show_solution("Bottleneck")` prints one (in Jupyter, `%load -n solutions.Bottleneck` after
-`from helpers import solutions` pastes it into a cell; Colab does not support %load). The spot-the-bug
-fixes of the ResNet notebook's networks are written as the one method that changes: in the notebook they
-go into a subclass of its ResNet (`class FixedResNet5(ResNet): ...`).
+`from helpers import solutions` pastes a code solution into a cell; Colab does not support %load). The
+spot-the-bug fixes of the ResNet notebook's networks are written as the one method that changes: in the
+notebook they go into a subclass of its ResNet (`class FixedResNet5(ResNet): ...`). Each notebook's entries
+stay together, in a section of their own.
 """
 
+import inspect
 from typing import NamedTuple
 
 import torch
@@ -168,22 +180,34 @@ class FixedResNet8:
 
 
 class Question(NamedTuple):
+    """A quiz question of a notebook: check_quiz(name, answer) checks it, show_solution(name) explains it."""
+
     text: str
-    expected: object
+    expected: object  # the answer; or a function of this module that computes it, from check_quiz's keywords
     hint: str  # never the answer
-    why: str  # printed with PASS
+    why: str  # printed with PASS, and by show_solution
     tolerance: float = 0.0
+
+    def answer(self, **given):
+        """The expected answer: the value itself, or what the function computes from `given`."""
+        return self.expected(**given) if inspect.isfunction(self.expected) else self.expected
+
+    def explained(self) -> str:
+        """The question, its answer and why: what show_solution prints."""
+        lines = [f"Question: {self.text}."]
+        if inspect.isfunction(self.expected):
+            if inspect.signature(self.expected).parameters:
+                lines.append(f"Answer: computed from your notebook's results by {self.expected.__name__}:")
+            else:
+                lines.append(f"Answer: {self.expected()!r}, worked out by {self.expected.__name__}:")
+            lines.append(inspect.getsource(self.expected).rstrip())
+        else:
+            lines.append(f"Answer: {self.expected!r}")
+        lines.append(f"Why: {self.why}")
+        return "\n".join(lines)
 
 
 QUIZ = {
-    "dropout_gap": Question(
-        "Dropout2d in place of Dropout in VGG16's classifier: the gap between training and validation accuracy",
-        "the same",
-        hint='Answer "larger", "smaller" or "the same". Try nn.Dropout2d(0.5).train() on torch.ones(4, 8) and on '
-             "torch.ones(4, 8, 2, 2): where do the zeros fall in each?",
-        why="The classifier's (batch, 4096) vectors have no channels of pixels: nn.Dropout2d zeroes single numbers "
-            "there, as nn.Dropout does (and warns). The experiment below shows it.",
-    ),
     "conv1d_positions": Question(
         "Positions left when nn.Conv1d(64, 128, kernel_size=1, stride=2) reads the 256 positions of a flattened "
         "16x16 map",
@@ -193,3 +217,81 @@ QUIZ = {
             "other position of the flattened rows: all 16 rows, every other column.",
     ),
 }
+
+
+# --------------------------------------------------------------------------- notebooks 01 and 02
+
+
+def block_parameters():
+    """Parameters of ResidualBlock(channels=[8, 16, 64]) in notebook 01, layer by layer."""
+    c0, c1, c2 = 8, 16, 64
+    conv1 = c0 * c1 * 3 * 3 + c1  # 3x3 convolution: in x out x 3 x 3 weights, one bias per output channel
+    bn1 = 2 * c1  # BatchNorm: a scale and a shift per channel (its running statistics are no parameters)
+    conv2 = c1 * c2 * 1 * 1 + c2  # 1x1 convolution
+    bn2 = 2 * c2
+    shortcut = (c0 * c2 * 1 * 1 + c2) + 2 * c2  # the strided 1x1 convolution and its BatchNorm
+    return conv1 + bn1 + conv2 + bn2 + shortcut
+
+
+def corner_receptive_field():
+    """Pixels of a 28x28 image that can change output pixel (0, 0) after four identity blocks (notebook 01)."""
+    reach = 4 * 1  # each block's 3x3 convolution reaches one pixel further on every side; the 1x1 does not
+    # Rows 0-4 are in reach of row 0; the padding's zeros above row 0 are no pixels of the image.
+    rows = range(max(0, 0 - reach), min(27, 0 + reach) + 1)
+    columns = range(max(0, 0 - reach), min(27, 0 + reach) + 1)  # the same, left of column 0
+    return len(rows) * len(columns)
+
+
+def flatten_from_2_shape():
+    """The shape of torch.flatten(x, 2) for x of shape (128, 32, 7, 7) (notebook 01)."""
+    batch, channels, height, width = 128, 32, 7, 7
+    return (batch, channels, height * width)  # the dimensions before 2 stay; the rest multiply into one
+
+
+def window_dropped():
+    """Chance that nn.Dropout(0.5) zeroes all nine values of one channel's 3x3 window at once (notebook 02)."""
+    p = 0.5  # each value is zeroed on its own, with probability p
+    return p ** (3 * 3)  # nine independent draws must all come out zero: 1 / 512
+
+
+def add_block_dropout(features, dropout, p):
+    """A copy of the nn.Sequential `features` with dropout(p) after every max-pool, the end of each block."""
+    layers = []
+    for layer in features:
+        layers.append(layer)  # the same layer objects, so the same weights
+        if isinstance(layer, nn.MaxPool2d):
+            layers.append(dropout(p))
+    return nn.Sequential(*layers)
+
+
+QUIZ.update({
+    "block_parameters": Question(
+        "1. parameters of ResidualBlock(channels=[8, 16, 64])", block_parameters,
+        hint="A convolution has in x out x k x k weights and out biases; a BatchNorm layer 2 per channel. The "
+             "block has two convolutions and two BatchNorms on the main path, one of each on the shortcut.",
+        why="Of the 3,120, the shortcut's 1x1 convolution and BatchNorm hold 704: a projection is not free.",
+    ),
+    "corner_receptive_field": Question(
+        "2. pixels of the image that can change output pixel (0, 0) after four identity blocks",
+        corner_receptive_field,
+        hint="Each block's 3x3 convolution reaches one pixel further on every side. Which of those sides has "
+             "pixels of the image at the corner? The padding's zeros are not pixels of the image.",
+        why="The patch grows to 9x9 in the middle of the image, but at the corner only the 5 rows below and 5 "
+            "columns to the right exist: 25 pixels. Check it with receptive_field(..., row=0, column=0).",
+    ),
+    "flatten_from_2": Question(
+        "3. the shape of torch.flatten(x, 2)", flatten_from_2_shape,
+        hint="torch.flatten(x, start_dim) keeps the dimensions before start_dim as they are and multiplies the "
+             "sizes of all the others into one.",
+        why="Each image keeps its 32 channels, and each channel's 7x7 map becomes one row of 49 positions: the "
+            "layout for a statistic per channel, such as the mean over the positions.",
+    ),
+    "window_dropped": Question(
+        "the chance that nn.Dropout(0.5) zeroes a whole 3x3 window of one channel", window_dropped,
+        hint="Each of the nine values is zeroed on its own, with probability 0.5. How likely are nine such "
+             "draws all to come out zero? A fraction, such as 0.25.",
+        why="1/512, about 0.2%: nearly every window of the next 3x3 convolution still sees part of the pattern "
+            "that dropout was meant to hide. nn.Dropout2d(0.5) hides the whole channel with probability 0.5.",
+        tolerance=1e-4,
+    ),
+})

@@ -132,6 +132,13 @@ def test_runs_compared_stay_apart_where_their_points_coincide():
     assert "One epoch" in ax.get_title(loc="left") and list(tick_values(ax.xaxis)) == [1]
 
 
+def test_one_epoch_points_at_0_or_100_percent_are_drawn_whole():
+    """The axis limits stop at 0% and 100%: a point there is drawn over the axis, not cut in half."""
+    at_the_edges = History(train_acc=[100.0], valid_acc=[0.0], iter_per_epoch=3, best_epoch=1)
+    ax = plot_runs({"Dropout": at_the_edges}).axes[0]
+    assert ax.get_ylim() == (0.0, 100.0) and not any(line.get_clip_on() for line in ax.lines)
+
+
 def test_runs_compared_as_errors_over_many_epochs():
     runs = {"plain-20": a_history(num_epochs=20), "ResNet-20": a_history(num_epochs=12)}
     ax = plot_runs(runs, error=True).axes[0]

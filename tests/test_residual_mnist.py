@@ -12,7 +12,14 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import count_multiply_adds, count_parameters, get_dataloaders_fashion_mnist, set_all_seeds, train_model
+from helpers import (
+    count_multiply_adds,
+    count_parameters,
+    get_dataloaders_fashion_mnist,
+    set_all_seeds,
+    solutions,
+    train_model,
+)
 from tests.notebook_code import code_cell, notebook_namespace
 
 NOTEBOOK = "01_residual_blocks_mnist.ipynb"
@@ -160,19 +167,28 @@ def test_one_block_used_twice_has_one_blocks_parameters_and_both_calls_gradients
 
 
 def test_exercise_checks_say_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
-    check = code_cell(NOTEBOOK, "check_answer(")
-    answers = {"BLOCK_PARAMETERS": 3_120, "FOUR_BLOCK_PATCH": (9, 9), "FLATTEN_SHAPE": (128 * 32 * 7 * 7,)}
-    # conv1 and bn1, conv2 and bn2, then the shortcut's convolution and BatchNorm
-    assert answers["BLOCK_PARAMETERS"] == 8 * 16 * 9 + 16 + 2 * 16 + 16 * 64 + 64 + 2 * 64 + 8 * 64 + 64 + 2 * 64
+    check = code_cell(NOTEBOOK, "check_quiz(")
+    answers = {"BLOCK_PARAMETERS": 3_120, "CORNER_PIXELS": 25, "FLATTEN_FROM_2_SHAPE": (128, 32, 49)}
     exec(check, {**notebook, **dict.fromkeys(answers)})
     assert capsys.readouterr().out.count("NOT ATTEMPTED") == 3
     exec(check, {**notebook, **answers})
     assert capsys.readouterr().out.count("PASS") == 3
-    wrong = {"BLOCK_PARAMETERS": 3_121, "FOUR_BLOCK_PATCH": [7, 7], "FLATTEN_SHAPE": (128, 1_568)}
+    wrong = {"BLOCK_PARAMETERS": 3_121, "CORNER_PIXELS": 81, "FLATTEN_FROM_2_SHAPE": [128, 1_568]}
     exec(check, {**notebook, **wrong})
     said = capsys.readouterr().out
     assert said.count("FAIL") == 3 and "PASS" not in said
-    assert not any(text in said for text in ("3120", "3,120", "(9, 9)", "200704", "200,704"))
+    assert not any(text in said for text in ("3120", "3,120", "25 ", "(128, 32, 49)"))
+
+
+def test_the_exercises_answers_are_what_the_notebooks_code_computes(notebook):
+    """The answers kept in helpers.solutions, against the notebook's own block and receptive_field."""
+    assert count_parameters(notebook["ResidualBlock"](channels=[8, 16, 64])) == solutions.block_parameters()
+    four_blocks = nn.Sequential(*[notebook["IdentityResidualBlock"]() for _ in range(4)])
+    corner = notebook["receptive_field"](four_blocks, row=0, column=0)
+    assert int(corner.sum()) == solutions.corner_receptive_field() == 25
+    assert notebook["patch_shape"](corner) == (5, 5)
+    assert notebook["patch_shape"](notebook["receptive_field"](four_blocks)) == (9, 9)  # in the middle: 9x9
+    assert tuple(torch.flatten(torch.zeros(128, 32, 7, 7), 2).shape) == solutions.flatten_from_2_shape()
 
 
 @pytest.mark.parametrize("name, _, min_accuracy", NETWORKS)

@@ -1,7 +1,7 @@
 """notebooks/02_vgg16_cifar10.ipynb: VGG16's size, shapes and torchvision layout, and the numbers its text states."""
 
 import math
-import warnings
+import re
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -10,8 +10,10 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import ImageRecipe, grad_cam
-from tests.notebook_code import notebook_namespace
+from helpers import ImageRecipe, grad_cam, solutions
+from tests.notebook_code import code_cell, notebook_namespace
+
+NOTEBOOK = "02_vgg16_cifar10.ipynb"
 
 # Output channels of VGG16's thirteen 3x3 convolutions, block by block.
 BLOCKS = ((64, 64), (128, 128), (256, 256, 256), (512, 512, 512), (512, 512, 512))
@@ -28,7 +30,7 @@ def expected_parameter_count(num_classes: int, pool_size: int = 3) -> int:
 
 @pytest.fixture(scope="module")
 def notebook() -> dict:
-    return notebook_namespace("02_vgg16_cifar10.ipynb")
+    return notebook_namespace(NOTEBOOK)
 
 
 @pytest.fixture(scope="module")
@@ -153,20 +155,58 @@ def test_torchvisions_1000_class_vgg16_differs_only_in_the_classifier():
     assert expected_parameter_count(1000) - expected_parameter_count(10) == 4_056_030
 
 
-@pytest.mark.slow
-def test_dropout2d_in_the_classifier_trains_exactly_as_dropout_on_the_cpu(vgg16_class):
-    """The exercise's answer: on (batch, 4096) vectors Dropout2d zeroes the same numbers as Dropout."""
-    images = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    gradients = []
-    for dropout in (nn.Dropout, nn.Dropout2d):
-        torch.manual_seed(0)
-        model = vgg16_class(num_classes=10, dropout=dropout).train()
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="dropout2d: Received a 2-D input")
-            model(images).sum().backward()
-        gradients.append(model.classifier[0].weight.grad)
-        assert [type(layer) for layer in model.classifier].count(dropout) == 2
-    assert torch.equal(*gradients) and gradients[0].abs().sum() > 0
+def test_block_dropout_puts_one_dropout_after_each_of_the_five_blocks(vgg16_class):
+    """The exercise's runs: the notebook's VGG16 with the reference add_block_dropout, as the notebook falls back to."""
+    torch.manual_seed(0)
+    plain = vgg16_class(num_classes=10).eval()
+    features = plain.features
+    with_dropout = solutions.add_block_dropout(features, nn.Dropout2d, 0.2)
+    kinds = [type(layer).__name__ for layer in with_dropout]
+    assert kinds.count("Dropout2d") == 5 and len(with_dropout) == len(features) + 5
+    assert all(kinds[index - 1] == "MaxPool2d" for index, kind in enumerate(kinds) if kind == "Dropout2d")
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # in eval mode dropout does nothing: the same network
+        assert torch.equal(with_dropout.eval()(images), features(images))
+
+
+def test_the_exercise_checks_say_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
+    check = code_cell(NOTEBOOK, 'check_quiz("window_dropped"')
+    exec(check, {**notebook, "WINDOW_DROPPED": None})
+    assert capsys.readouterr().out.startswith("NOT ATTEMPTED")
+    for right in (1 / 512, 0.002, 0.00195):
+        exec(check, {**notebook, "WINDOW_DROPPED": right})
+        assert capsys.readouterr().out.startswith("PASS")
+    for wrong in (0.5, 0.5 / 9, "1/512"):
+        exec(check, {**notebook, "WINDOW_DROPPED": wrong})
+        said = capsys.readouterr().out
+        assert said.startswith("FAIL") and "0.00195" not in said
+
+
+def test_the_block_dropout_exercise_starts_unwritten(notebook):
+    """The notebook's own exercise cell raises NotImplementedError, so its check says NOT ATTEMPTED."""
+    namespace = dict(notebook)
+    exec(code_cell(NOTEBOOK, "def add_block_dropout("), namespace)
+    with pytest.raises(NotImplementedError):
+        namespace["add_block_dropout"](nn.Sequential(), nn.Dropout, 0.2)
+
+
+@pytest.mark.parametrize(("in_size", "out_size", "windows"), [
+    (2, 3, [(0,), (0, 1), (1,)]),  # the notebook's 2x2 map made into 3x3: the windows overlap
+    (4, 2, [(0, 1), (2, 3)]),
+    (7, 3, [(0, 1, 2), (2, 3, 4), (4, 5, 6)]),
+])
+def test_pool_windows_reads_the_adaptive_pools_windows(notebook, in_size, out_size, windows):
+    assert notebook["pool_windows"](in_size, out_size) == windows
+
+
+def test_adaptive_pool_windows_overlap_exactly_when_the_sizes_do_not_divide(notebook):
+    for in_size in range(1, 13):
+        for out_size in range(2, 8):
+            windows = notebook["pool_windows"](in_size, out_size)
+            overlap = any(set(first) & set(second) for first, second in zip(windows, windows[1:]))
+            assert overlap == (in_size % out_size != 0), (in_size, out_size, windows)
+            assert windows == [tuple(range(math.floor(i * in_size / out_size), math.ceil((i + 1) * in_size / out_size)))
+                               for i in range(out_size)]
 
 
 @pytest.mark.parametrize(("matrix", "expected"), [
@@ -197,5 +237,27 @@ def test_the_transforms_figure_says_where_its_images_come_from(notebook, synthet
                                           synthetic=synthetic)
     assert fig.get_suptitle() == f"What the recipe does to 2 {source}"
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 2 * 6 and titles[:2] == ["airplane, 32x32", "resized 70x70"] and titles[11] == "centre crop"
+    assert len(titles) == 2 * 6 and titles[:2] == ["airplane, 32x32", "resized 70x70"]
+    assert titles[5] == titles[11] == "centre crop at (3, 3)"
+    plt.close(fig)
+
+
+def test_the_transforms_figure_frames_each_crop_where_its_title_says(notebook):
+    """Every random crop is the part of the resized image that its title's offset names, framed on the resized image."""
+    images = torch.randint(0, 256, (1, 3, 32, 32), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    recipe = ImageRecipe(resize=70, crop=64)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        fig = notebook["show_transforms"](images, [0], ("airplane",) * 10, recipe)
+    resized_panel, crops = fig.axes[1], fig.axes[2:6]
+    resized = resized_panel.get_images()[0].get_array()
+    frames = [(round(patch.get_y() + 0.5), round(patch.get_x() + 0.5)) for patch in resized_panel.patches]
+    offsets = []
+    for ax in crops:
+        top, left = map(int, re.fullmatch(r"(?:random|centre) crop at \((\d+), (\d+)\)", ax.get_title()).groups())
+        assert 0 <= top <= 6 and 0 <= left <= 6
+        assert np.array_equal(ax.get_images()[0].get_array(), resized[top:top + 64, left:left + 64])
+        offsets.append((top, left))
+    assert frames == offsets and offsets[-1] == (3, 3)
+    assert [patch.get_linestyle() for patch in resized_panel.patches][-1] == "--"  # the centre window, dashed
     plt.close(fig)
