@@ -196,3 +196,37 @@ def first_steps_56_table(record: dict, variants=None) -> str:
             rows.append(f"| {variant} | {seed} | {left} | "
                         f"{max(run['losses'][:20]):.2f} | {sum(run['errors'][-ERROR_WINDOW:]) / ERROR_WINDOW:.1f}% |")
     return "\n".join(rows)
+
+
+def _compare(deeper: float, shallower: float) -> str:
+    return "higher than" if deeper > shallower else "lower than" if deeper < shallower else "the same as"
+
+
+def whole_schedule_findings(record: dict) -> str:
+    """Markdown bullets, one per question of the paper that the record can answer, with the numbers behind each:
+    the last epoch's training error of the two networks compared, at every seed that has both."""
+    questions = (("plain-56", "plain-20", "Does the deeper plain network end with a higher training error (degradation)?"),
+                 ("ResNet-56", "plain-56", "Does ResNet-56 end below its plain twin?"),
+                 ("ResNet-56", "ResNet-20", "Does ResNet-56 end below ResNet-20?"))
+    bullets = []
+    for first, second, question in questions:
+        answers = []
+        for seed, runs in sorted(record["seeds"].items()):
+            if first in runs and second in runs:
+                a, b = runs[first]["epoch_train_error"][-1], runs[second]["epoch_train_error"][-1]
+                answers.append(f"at seed {seed}, {first} ends at {a:.1f}%, {_compare(a, b)} {second}'s {b:.1f}%")
+        if answers:
+            bullets.append(f"- *{question}* Training error of the last epoch: {'; '.join(answers)}.")
+    return "\n".join(bullets)
+
+
+def first_steps_56_findings(record: dict) -> str:
+    """One sentence per seed: the step at which ResNet-56 left chance at lr 0.1 and with the paper's warm-up."""
+    sentences = []
+    for seed, runs in sorted(record["seeds"].items()):
+        if "lr 0.1" in runs and "warm-up" in runs:
+            at_rate, warmed = (steps_at_chance(runs[name]["errors"]) for name in ("lr 0.1", "warm-up"))
+            ended = runs["warm-up"]["warmup_ended_at"]
+            sentences.append(f"Seed {seed}: at 0.1 from the start, step {at_rate if at_rate else 'none of 1,000'}; "
+                             f"warmed up at 0.01 (until step {ended}), step {warmed if warmed else 'none of 1,000'}.")
+    return " ".join(sentences)
