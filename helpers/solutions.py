@@ -295,3 +295,30 @@ QUIZ.update({
         tolerance=1e-4,
     ),
 })
+
+
+# --------------------------------------------------------------------------- notebook 05
+
+
+def resnet110_parameters():
+    """Parameters of the paper's 110-layer CIFAR-10 ResNet (n = 18 blocks per stage), counted stage by stage."""
+    n, widths, classes = 18, (16, 32, 64), 10
+    stem = 3 * 3 * 3 * widths[0] + 2 * widths[0]  # a 3x3 convolution from 3 channels (no bias), its BatchNorm
+    stages = 0
+    for stage, width in enumerate(widths):
+        first_input = width // 2 if stage > 0 else width  # stages 2 and 3 open on half as many channels
+        convolutions = 9 * first_input * width + (2 * n - 1) * 9 * width * width
+        stages += convolutions + 2 * n * 2 * width  # 2n convolutions, each followed by a BatchNorm
+    head = widths[-1] * classes + classes  # the linear layer: weights and biases
+    return stem + stages + head
+
+
+QUIZ.update({
+    "resnet110_parameters": Question(
+        "the parameters of the 110-layer network", resnet110_parameters,
+        hint="Count stage by stage: the stem, then for each stage its 2n convolutions and 2n BatchNorm layers "
+             "(the first convolution of stages 2 and 3 reads half as many channels), then the linear layer.",
+        why="Table 6 of the paper rounds it to 1.7M; stage 3's 3x3 convolutions of 64 channels hold three "
+            "quarters of it, as in the 20-layer network.",
+    ),
+})

@@ -182,7 +182,7 @@ def test_shortcuts_have_no_parameters(notebook):
 
 
 def test_exercise_check_says_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
-    check = code_cell(NOTEBOOK, "check_answer(")
+    check = code_cell(NOTEBOOK, 'check_quiz("resnet110_parameters"')
     answer = expected_parameter_count(110)
     exec(check, {**notebook, "MY_PARAMETER_COUNT_110": None})
     assert "NOT ATTEMPTED" in capsys.readouterr().out
@@ -219,7 +219,7 @@ def test_channel_statistics_come_from_the_training_split_only(notebook, capsys):
     data = ImageData(train_images, torch.arange(num_train) % 10, torch.zeros(num_test, 3, 32, 32, dtype=torch.uint8),
                      torch.arange(num_test) % 10, tuple(str(i) for i in range(10)), synthetic=False)
     settings = {"RANDOM_SEED": 123, "BATCH_SIZE": 32, "PADDING": 4, "VALIDATION_FRACTION": 0.1, "DEVICE": "cpu",
-                "USE_GOOGLE_DRIVE": False, "SMOKE_TEST": True, "RECIPE": notebook["ImageRecipe"](crop=32, hflip=True)}
+                "USE_GOOGLE_DRIVE": False, "DATA_DIR": None, "SMOKE_TEST": True, "RECIPE": notebook["ImageRecipe"](crop=32, hflip=True)}
     namespace = {**notebook, **settings, "load_dataset": lambda *args, **kwargs: data}
     exec(code_cell(NOTEBOOK, "compute_channel_stats("), namespace)
     capsys.readouterr()
