@@ -30,6 +30,7 @@ from .environment import (
     run_checkpoint_path,
 )
 from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
+from .figure_style import apply_style, print_smoke_banner, smoke_banner
 from .exercises import (
     check_answer,
     check_bottleneck,
@@ -52,10 +53,14 @@ from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_f
 from .plotting import plot_accuracy, plot_confusion_matrix, plot_runs, plot_training_loss, show_examples
 from .recipe import ImageRecipe, compute_channel_stats, unnormalize
 from .reproducibility import set_all_seeds, set_deterministic
-from .summary import count_multiply_adds, count_parameters, layer_summary
+from .scheduling import describe_step_schedule
+from .summary import count_multiply_adds, count_parameters, layer_summary, multiply_adds_text
 from .training import NonFiniteLossError, train_model
 
+apply_style()  # one figure style for the helpers' figures and the notebooks' own
+
 __all__ = [
+    "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner", "smoke_banner",
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_bottleneck", "check_exercise",
