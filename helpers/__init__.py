@@ -30,7 +30,6 @@ from .environment import (
     run_checkpoint_path,
 )
 from .evaluation import compute_accuracy, compute_confusion_matrix, evaluate
-from .figure_style import apply_style, print_smoke_banner, smoke_banner
 from .exercises import (
     check_answer,
     check_bottleneck,
@@ -47,6 +46,7 @@ from .explain import (
     show_first_layer_filters,
     show_grad_cam,
 )
+from .figure_style import apply_style, print_smoke_banner, smoke_banner
 from .gradcam import grad_cam
 from .history import History
 from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist

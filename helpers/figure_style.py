@@ -94,10 +94,19 @@ def add_smoke_banner(fig) -> None:
     banner = smoke_banner()
     if banner:
         if len(banner) * BANNER_SIZE * 0.6 / 72 > fig.get_size_inches()[0]:  # about its width in inches
-            banner = banner.replace(": ", ":\n", 1)  # two lines rather than a narrow figure made wide
+            banner = two_lines(banner)  # rather than a narrow figure made wide
         fig.text(0.5, 1.0, banner, ha="center", va="bottom", fontsize=BANNER_SIZE, fontweight="bold",
                  color=BANNER_COLOUR, gid="smoke-banner",
                  bbox={"boxstyle": "round,pad=0.3", "facecolor": "#fff3e0", "edgecolor": BANNER_COLOUR})
+
+
+def two_lines(text: str) -> str:
+    """The text broken after the ": " or ", " nearest its middle."""
+    breaks = [index + 1 for index in range(len(text) - 1) if text[index:index + 2] in (": ", ", ")]
+    if not breaks:
+        return text
+    cut = min(breaks, key=lambda index: abs(index - len(text) / 2))
+    return text[:cut] + "\n" + text[cut + 1:]
 
 
 def accuracy_text(percent: float, num_images: int | None) -> str:

@@ -6,8 +6,9 @@
 - real_cifar_resnet20_*.png: what notebook 05's ResNet-20 learned in FIGURE_STEPS steps on one CPU thread
   (seed 1, its recipe), drawn by the helpers the notebooks use, on the 10,000 test images: confusion matrix,
   confident mistakes, Grad-CAM.
-Usage: python scripts/real_cifar_figures.py [first_steps] [why_residual] [resnet20]   (after measure_real_cifar.py first_steps and why_residual; reads
-CIFAR-10 from data/, where `CIFAR10_ARCHIVE=... make test-data` puts it)
+Usage: python scripts/real_cifar_figures.py [first_steps] [why_residual] [resnet20]   (default: all three; after
+measure_real_cifar.py first_steps and why_residual; resnet20 reads CIFAR-10 from data/, where
+`CIFAR10_ARCHIVE=... make test-data` puts it)
 """
 
 from __future__ import annotations
