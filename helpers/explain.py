@@ -266,6 +266,6 @@ def show_grad_cam(model, data_loader, layer, *, num_examples: int = 8, classes=N
                              color="black" if guess == true else "red")
     colour_bar = fig.colorbar(overlay, ax=axes, shrink=0.6)  # every heat map has the same colours and range
     colour_bar.set_label("Grad-CAM: evidence for P (1: the image's strongest)", fontsize=TEXT_SIZE)
-    set_figure_title(fig, f"Grad-CAM at {name!r}: each image (T: true class) beside where the evidence for the "
-                          "predicted class P lies\n(red: a wrong prediction)", data_loader)
+    set_figure_title(fig, f"Grad-CAM at {name!r}: each image (T: true class) beside where the evidence\n"
+                          "for the predicted class P lies (red: a wrong prediction)", data_loader)
     return fig
