@@ -162,9 +162,10 @@ def cell_text(value) -> str:
 
 def share_text(rate: float) -> str:
     """A cell's share of its row in whole percent; never "0%" under a count, nor "100%" beside another cell."""
-    if 0 < rate < 0.005:
+    text = f"{rate:.0%}"  # rounds half to even: 0.005 is "0%", so the rounded text is what is checked
+    if text == "0%" and rate > 0:
         return "<1%"
-    return ">99%" if 0.995 <= rate < 1 else f"{rate:.0%}"
+    return ">99%" if text == "100%" and rate < 1 else text
 
 
 def plot_confusion_matrix(conf_mat, classes=None, normalize: bool = False, figsize=None) -> Figure:

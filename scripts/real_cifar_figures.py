@@ -5,7 +5,8 @@
   rate and at the paper's warm-up rate;
 - real_cifar_resnet20_*.png: what notebook 05's ResNet-20 learned in FIGURE_STEPS steps on one CPU thread
   (seed 1, its recipe), drawn by the helpers the notebooks use, on the 10,000 test images: confusion matrix,
-  confident mistakes, Grad-CAM.
+  confident mistakes, Grad-CAM; the confusion matrix's counts are kept in real_cifar_resnet20_confusion.json, from
+  which `confusion` redraws it without training.
 Usage: python scripts/real_cifar_figures.py [first_steps] [why_residual] [resnet20]   (default: all three; after
 measure_real_cifar.py first_steps and why_residual; resnet20 reads CIFAR-10 from data/, where
 `CIFAR10_ARCHIVE=... make test-data` puts it)
@@ -28,6 +29,7 @@ matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402
 import matplotlib.ticker  # noqa: E402
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from helpers import (  # noqa: E402
@@ -44,6 +46,7 @@ from tests.notebook_code import notebook_namespace  # noqa: E402
 FIGURES = ROOT / "docs" / "figures"
 RECORDS = real_cifar.RECORDS
 DATA_DIR = ROOT / "data"  # where `make test-data` puts CIFAR10_ARCHIVE's copy
+CONFUSION_RECORD = FIGURES / "real_cifar_resnet20_confusion.json"  # the counts its confusion matrix shows
 CHANCE_LOSS = math.log(10)
 FIGURE_STEPS = 700  # about two epochs of the 45,000 training images: minutes on one CPU thread
 COLOURS = {"plain-20": "#fc9272", "plain-56": "#cb181d", "ResNet-20": "#6baed6", "ResNet-56": "#08519c",
@@ -153,20 +156,30 @@ def resnet20_figures() -> dict[str, plt.Figure]:
     real_cifar.train_steps(model, train_loader, optimizer, FIGURE_STEPS)
     set_all_seeds(0)  # which examples the figures pick
     matrix = compute_confusion_matrix(model, test_loader)
-    accuracy = 100 * matrix.trace() / matrix.sum()
-    confusion = plot_confusion_matrix(matrix, classes=test_loader.classes, normalize=True)
-    confusion.axes[0].set_title(f"ResNet-20 (notebook 05) after {FIGURE_STEPS} steps of 128 images on a CPU:\n"
-                                f"{accuracy:.1f}% of the {matrix.sum():,} test images of a JPEG copy of CIFAR-10")
-    print(f"ResNet-20 after {FIGURE_STEPS} steps: {accuracy:.2f}% test accuracy")
-    return {"real_cifar_resnet20_confusion": confusion,
+    CONFUSION_RECORD.write_text(json.dumps({"steps": FIGURE_STEPS, "seed": 1, "classes": list(test_loader.classes),
+                                            "matrix": matrix.tolist()}) + "\n")
+    print(f"ResNet-20 after {FIGURE_STEPS} steps: {100 * matrix.trace() / matrix.sum():.2f}% test accuracy")
+    return {"real_cifar_resnet20_confusion": confusion_figure(),
             "real_cifar_resnet20_mistakes": show_confident_mistakes(model, test_loader, num_examples=10),
             "real_cifar_resnet20_grad_cam": show_grad_cam(model, test_loader, "layer3", num_examples=8)}
 
 
+def confusion_figure() -> plt.Figure:
+    """The ResNet-20's confusion matrix, from the counts resnet20_figures recorded, with one title."""
+    record = json.loads(CONFUSION_RECORD.read_text())
+    matrix = np.array(record["matrix"])
+    fig = plot_confusion_matrix(matrix, classes=record["classes"], normalize=True)
+    fig.axes[0].set_title(f"ResNet-20 (notebook 05) after {record['steps']} steps of 128 images on a CPU:\n"
+                          f"{100 * matrix.trace() / matrix.sum():.1f}% of the {matrix.sum():,} test images "
+                          "of a JPEG copy of CIFAR-10")
+    return fig
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("figures", nargs="*", choices=("first_steps", "why_residual", "resnet20"),
-                        help="only these figures (default: all; resnet20 trains for minutes, the others read records)")
+    parser.add_argument("figures", nargs="*", choices=("first_steps", "why_residual", "resnet20", "confusion"),
+                        help="only these figures (default: all; resnet20 trains for minutes and draws three, the "
+                             "others read records; confusion redraws resnet20's matrix from its record)")
     wanted = parser.parse_args().figures or ["first_steps", "why_residual", "resnet20"]
     torch.set_num_threads(1)
     FIGURES.mkdir(parents=True, exist_ok=True)
@@ -177,6 +190,8 @@ def main() -> None:
         figures["real_cifar_first_steps"] = first_steps_figure()
     if "resnet20" in wanted:
         figures.update(resnet20_figures())
+    elif "confusion" in wanted:
+        figures["real_cifar_resnet20_confusion"] = confusion_figure()
     for name, figure in figures.items():
         figure.savefig(FIGURES / f"{name}.png")  # in the helpers' style: its dpi, a tight bounding box
         print(f"wrote {FIGURES / name}.png")

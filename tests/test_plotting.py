@@ -172,9 +172,9 @@ def test_confusion_matrix_leaves_zero_cells_blank_and_has_a_colour_bar():
 
 
 def test_confusion_matrix_never_prints_0_percent_under_a_count():
-    fig = plot_confusion_matrix(np.array([[998, 2], [0, 7]]), classes=["0", "1"], normalize=True)
-    # 2 of 1,000 would round to "0%", and 998 of 1,000 to "100%" beside it.
-    assert cell_texts(fig) == ["998\n>99%", "2\n<1%", "7\n100%"]
+    fig = plot_confusion_matrix(np.array([[998, 2], [5, 995]]), classes=["0", "1"], normalize=True)
+    # 2 and 5 of 1,000 would round to "0%" (0.5% rounds to even), and 998 of 1,000 to "100%" beside them.
+    assert cell_texts(fig) == ["998\n>99%", "2\n<1%", "5\n<1%", "995\n>99%"]
 
 
 def test_confusion_matrix_turns_only_long_tick_labels():
