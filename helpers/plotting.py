@@ -109,7 +109,8 @@ def plot_runs(histories: dict, *, error: bool = False) -> Figure:
         raise ValueError("Pass a dict of finished runs, e.g. plot_runs({'ResNet-20': history_20, 'ResNet-56': "
                          "history_56}), each a History of at least one epoch.")
     num_epochs = max(len(history.valid_acc) for history in histories.values())
-    fig, ax = plt.subplots(figsize=CURVE_INCHES, layout="constrained")
+    # Two legend entries per run: beside the plot, where they cover no curve.
+    fig, ax = plt.subplots(figsize=(CURVE_INCHES[0] + 2.8, CURVE_INCHES[1]), layout="constrained")
     for index, (name, history) in enumerate(histories.items()):
         # Hollow markers, each run's of another shape and smaller than the last: equal values stay visible.
         marker = {"marker": RUN_MARKERS[index % len(RUN_MARKERS)], "markersize": max(4.0, 10.0 - 3.0 * index),
@@ -122,7 +123,7 @@ def plot_runs(histories: dict, *, error: bool = False) -> Figure:
                     **(marker if num_epochs < FEW_POINTS else {}))
     plotted = [value for line in ax.lines for value in line.get_ydata()]
     label_epoch_axes(ax, num_epochs, plotted, "Error (%)" if error else "Accuracy (%)", "runs")
-    ax.legend()
+    fig.legend(loc="outside right upper")
     return fig
 
 
