@@ -46,7 +46,7 @@ from .explain import (
     show_first_layer_filters,
     show_grad_cam,
 )
-from .figure_style import apply_style, print_smoke_banner, smoke_banner
+from .figure_style import accuracy_text, apply_style, print_smoke_banner, smoke_banner
 from .gradcam import grad_cam
 from .history import History
 from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist
@@ -60,7 +60,7 @@ from .training import NonFiniteLossError, train_model
 apply_style()  # one figure style for the helpers' figures and the notebooks' own
 
 __all__ = [
-    "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner", "smoke_banner",
+    "accuracy_text", "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner", "smoke_banner",
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_bottleneck", "check_exercise",
