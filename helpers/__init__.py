@@ -60,7 +60,8 @@ from .training import NonFiniteLossError, train_model
 apply_style()  # one figure style for the helpers' figures and the notebooks' own
 
 __all__ = [
-    "accuracy_text", "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner", "smoke_banner",
+    "accuracy_text", "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner",
+    "smoke_banner",
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_bottleneck", "check_exercise",
