@@ -10,6 +10,7 @@ The figures get it through matplotlib's figure.hooks, so a notebook's own figure
 from __future__ import annotations
 
 import matplotlib
+from matplotlib.transforms import ScaledTranslation
 
 STYLE = {
     "figure.dpi": 120,
@@ -95,8 +96,9 @@ def add_smoke_banner(fig) -> None:
     if banner:
         if len(banner) * BANNER_SIZE * 0.6 / 72 > fig.get_size_inches()[0]:  # about its width in inches
             banner = two_lines(banner)  # rather than a narrow figure made wide
-        fig.text(0.5, 1.0, banner, ha="center", va="bottom", fontsize=BANNER_SIZE, fontweight="bold",
-                 color=BANNER_COLOUR, gid="smoke-banner",
+        a_gap_above = fig.transFigure + ScaledTranslation(0, 6 / 72, fig.dpi_scale_trans)  # 6 points over the title
+        fig.text(0.5, 1.0, banner, transform=a_gap_above, ha="center", va="bottom", fontsize=BANNER_SIZE,
+                 fontweight="bold", color=BANNER_COLOUR, gid="smoke-banner",
                  bbox={"boxstyle": "round,pad=0.3", "facecolor": "#fff3e0", "edgecolor": BANNER_COLOUR})
 
 
