@@ -48,13 +48,15 @@ from .explain import (
     show_first_layer_filters,
     show_grad_cam,
 )
+from .figure_style import accuracy_text, apply_style, print_smoke_banner, smoke_banner
 from .gradcam import grad_cam
 from .history import History
 from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist
 from .plotting import plot_accuracy, plot_confusion_matrix, plot_runs, plot_training_loss, show_examples
 from .recipe import ImageRecipe, compute_channel_stats, unnormalize
 from .reproducibility import set_all_seeds, set_deterministic
-from .summary import count_multiply_adds, count_parameters, layer_summary
+from .scheduling import describe_step_schedule
+from .summary import count_multiply_adds, count_parameters, layer_summary, multiply_adds_text
 from .trained_models import (
     TrainedModelUnavailableError,
     TrainedWeights,
@@ -63,7 +65,11 @@ from .trained_models import (
 )
 from .training import NonFiniteLossError, train_model
 
+apply_style()  # one figure style for the helpers' figures and the notebooks' own
+
 __all__ = [
+    "accuracy_text", "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner",
+    "smoke_banner",
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_block_dropout", "check_bottleneck",

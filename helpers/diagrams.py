@@ -9,7 +9,9 @@ from matplotlib.font_manager import FontProperties
 from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
 from matplotlib.textpath import TextPath
 
-FONT_SIZE = 11  # points
+from .figure_style import TEXT_SIZE
+
+FONT_SIZE = TEXT_SIZE  # points
 LINE = FONT_SIZE * 1.4 / 72  # inches per line of text
 PAD = 0.14  # inches between a box's text and its edge
 MARGIN = 0.2  # inches around the drawing
@@ -61,7 +63,7 @@ def draw_residual_block(main_path: list[str], shortcut: list[str] | None = None,
     x_shortcut = MARGIN + main_width + GAP + shortcut_width / 2
     draw_shortcut(ax, shortcut_text, (x_main + main_width / 2, y_input), x_shortcut,
                   (x_main + box_size("+")[1] / 2, y_sum))
-    ax.set_title(title, fontsize=FONT_SIZE + 1)
+    ax.set_title(title, fontsize=FONT_SIZE + 1)  # as the style's axes.titlesize
     return fig
 
 

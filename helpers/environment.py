@@ -11,6 +11,8 @@ from pathlib import Path
 
 import torch
 
+from .figure_style import set_run_mode
+
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
 
@@ -41,8 +43,14 @@ def is_smoke_test() -> bool:
 
 
 def print_run_mode() -> bool:
-    """Say in one line whether this is a smoke test or the full recipe; return is_smoke_test()."""
-    if is_smoke_test():
+    """Say in one line whether this is a smoke test or the full recipe; return is_smoke_test().
+
+    From here on, every figure has the collection's style, and a smoke run's figures and result tables say
+    that they come from a smoke run (helpers.figure_style).
+    """
+    smoke = is_smoke_test()
+    set_run_mode(smoke)
+    if smoke:
         print(
             "SMOKE TEST: small data subsets, so the numbers below show that the code runs, "
             "not what the model can reach."

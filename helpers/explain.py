@@ -25,8 +25,10 @@ from .figure_parts import (
     rows_for,
     set_figure_title,
 )
+from .figure_style import print_smoke_banner
 from .gradcam import find_layer, forward_hook, grad_cam, require_convolution
 
+CONFIDENT = 0.5  # a mistake is confident when the network bets more on the wrong class than on all others together
 HEAT_MAP_COLOURS = "inferno"  # perceptually uniform: equal steps of evidence look like equal steps of colour
 
 
@@ -35,6 +37,7 @@ class ConfusedPair(NamedTuple):
     predicted_class: str
     count: float
     share_of_class: float  # of the images of the true class
+    class_size: float = 0  # the images of the true class
 
 
 def most_confused_pairs(conf_mat, classes, k: int = 5, show: bool = True) -> list[ConfusedPair]:
@@ -52,22 +55,34 @@ def most_confused_pairs(conf_mat, classes, k: int = 5, show: bool = True) -> lis
     largest = np.argsort(-off_diagonal, axis=None, kind="stable")[:k]  # ties: in reading order
     class_sizes = conf_mat.sum(axis=1)
     pairs = [ConfusedPair(classes[true], classes[guess], conf_mat[true, guess].item(),
-                          conf_mat[true, guess] / max(class_sizes[true], 1))
+                          conf_mat[true, guess] / max(class_sizes[true], 1), class_sizes[true].item())
              for true, guess in zip(*np.unravel_index(largest, conf_mat.shape))]
     if show:
+        print_smoke_banner()
         print(confused_pairs_table(pairs))
     return pairs
 
 
 def confused_pairs_table(pairs: list[ConfusedPair]) -> str:
-    """The pairs as aligned text: true class, predicted class, count and share of the true class."""
+    """The pairs as aligned text: true class, predicted class, how many of the class's images ("7 of 11")
+    and their share of it; a small class's few images stay visible behind its percentage."""
+    counts = [images_of_class(pair) for pair in pairs]
     true_width = max(len("true class"), *(len(pair.true_class) for pair in pairs))
     predicted_width = max(len("predicted as"), *(len(pair.predicted_class) for pair in pairs))
-    lines = [f"{'true class':<{true_width}}  {'predicted as':<{predicted_width}}  {'count':>7}  share of class"]
-    for pair in pairs:
+    count_width = max(len("images"), *(len(count) for count in counts))
+    lines = [f"{'true class':<{true_width}}  {'predicted as':<{predicted_width}}  {'images':>{count_width}}  "
+             "share of class"]
+    for pair, count in zip(pairs, counts):
         lines.append(f"{pair.true_class:<{true_width}}  {pair.predicted_class:<{predicted_width}}  "
-                     f"{pair.count:>7g}  {pair.share_of_class:>14.1%}")
+                     f"{count:>{count_width}}  {pair.share_of_class:>14.1%}")
     return "\n".join(lines)
+
+
+def images_of_class(pair: ConfusedPair) -> str:
+    """"7 of 11" for a matrix of counts; a matrix of rates or other measures has no count: its value as it is."""
+    if float(pair.count).is_integer() and float(pair.class_size).is_integer() and pair.class_size:
+        return f"{pair.count:,.0f} of {pair.class_size:,.0f}"
+    return f"{pair.count:g}"
 
 
 def check_num_examples(num_examples: int) -> None:
@@ -103,6 +118,9 @@ def show_confident_mistakes(model, data_loader, *, num_examples: int = 8, classe
         print("No mistakes: the model classifies every image of this loader correctly.")
         return None
     images, true_classes, predicted_classes, probabilities = found
+    doubt = unconfident_note(probabilities.max().item(), len(classes))
+    if doubt:
+        print(doubt)
     columns = min(EXAMPLE_COLUMNS, len(images))
     fig, axes = image_grid(rows_for(len(images), columns), columns, title_lines=2)
     for ax, picture, true, guess, probability in zip(axes.flat, pictures(images, data_loader),
@@ -110,9 +128,21 @@ def show_confident_mistakes(model, data_loader, *, num_examples: int = 8, classe
                                                      probabilities.tolist()):
         draw_image(ax, picture)
         ax.set_title(f"P: {classes[guess]} ({probability:.0%})\nT: {classes[true]}", fontsize=TEXT_SIZE, color="red")
-    set_figure_title(fig, f"The {len(images)} most confident mistakes (P: predicted, with its probability; T: true)",
-                     data_loader)
+    title = f"The {len(images)} most confident mistakes (P: predicted, with its probability; T: true)"
+    if doubt:
+        title = (f"The {len(images)} mistakes with the highest probability (P: predicted; T: true):\n"
+                 f"none is confident, every one under {CONFIDENT:.0%}")
+    set_figure_title(fig, title, data_loader)
     return fig
+
+
+def unconfident_note(highest: float, num_classes: int) -> str:
+    """A sentence when even the most probable mistake is no confident one (under CONFIDENT); else ""."""
+    if highest >= CONFIDENT:
+        return ""
+    return (f"No mistake here is a confident one: the most probable is at {highest:.0%}, under {CONFIDENT:.0%} "
+            f"(chance, for {num_classes} classes, is {1 / num_classes:.0%}). The network is unsure of every "
+            "image it gets wrong; a network trained longer makes mistakes with conviction worth looking at.")
 
 
 def first_convolution(model_or_conv: nn.Module) -> tuple[str, nn.Conv2d]:
@@ -236,6 +266,6 @@ def show_grad_cam(model, data_loader, layer, *, num_examples: int = 8, classes=N
                              color="black" if guess == true else "red")
     colour_bar = fig.colorbar(overlay, ax=axes, shrink=0.6)  # every heat map has the same colours and range
     colour_bar.set_label("Grad-CAM: evidence for P (1: the image's strongest)", fontsize=TEXT_SIZE)
-    set_figure_title(fig, f"Grad-CAM at {name!r}: each image (T: true class) beside where the evidence for the "
-                          "predicted class P lies\n(red: a wrong prediction)", data_loader)
+    set_figure_title(fig, f"Grad-CAM at {name!r}: each image (T: true class) beside where the evidence\n"
+                          "for the predicted class P lies (red: a wrong prediction)", data_loader)
     return fig

@@ -1,6 +1,6 @@
 """What every figure of the helpers shares: one grid of image panels, pictures from a loader's batches, a
 title that says when the images are synthetic, a note for plots with nothing to read yet, whole-number
-ticks. Sizes are chosen for a notebook's width (at most 10 inches) and for reading from a lecture hall."""
+ticks. Sizes are chosen for a notebook's width (at most 10 inches); text sizes come from figure_style."""
 
 from __future__ import annotations
 
@@ -11,10 +11,9 @@ from matplotlib.ticker import MaxNLocator
 from torch.utils.data import Subset
 from torchvision.transforms import Normalize, v2
 
+from .figure_style import TEXT_SIZE
 from .recipe import unnormalize
 
-TEXT_SIZE = 11  # points: panel titles, labels and notes, legible on a projector at a notebook's width
-TITLE_SIZE = 13
 NOTE_COLOUR = "#a04000"  # dark orange: a caveat, not an error
 MAX_WIDTH = 10.0  # inches: what a notebook shows without shrinking the figure
 EXAMPLE_COLUMNS = 4  # images per row in grids of examples: big enough to recognise from the back of a room
@@ -30,7 +29,7 @@ def set_figure_title(fig, text: str, data_loader=None) -> None:
     """The figure's title; a figure of synthetic images says so first."""
     if data_loader is not None and is_synthetic(data_loader):
         text = f"Synthetic stand-in images, not the real dataset\n{text}"
-    fig.suptitle(text, fontsize=TITLE_SIZE)
+    fig.suptitle(text)  # in the style's figure.titlesize
 
 
 def loader_mean_std(data_loader) -> tuple:

@@ -60,13 +60,13 @@ def plot_training_loss(history, averaging_iterations: int = 100, iter_per_epoch:
         ax.set_ylim(max(0.0, losses.min() * 0.9), np.percentile(losses, 99) * 1.1)
     ax.set_xlim(0.5, len(losses) + 0.5) if few else ax.set_xlim(0, len(losses))
     whole_number_ticks(ax.xaxis)
-    ax.set_xlabel("Iteration (minibatch)", fontsize=TEXT_SIZE)
-    ax.set_ylabel("Cross-entropy loss", fontsize=TEXT_SIZE)
-    ax.legend(fontsize=TEXT_SIZE - 1)
+    ax.set_xlabel("Iteration (minibatch)")
+    ax.set_ylabel("Cross-entropy loss")
+    ax.legend()
     if iter_per_epoch:
         epochs = ax.secondary_xaxis("top", functions=(lambda x: x / iter_per_epoch, lambda e: e * iter_per_epoch))
         whole_number_ticks(epochs.xaxis)
-        epochs.set_xlabel("Epoch", fontsize=TEXT_SIZE)
+        epochs.set_xlabel("Epoch")
     return fig
 
 
@@ -83,7 +83,7 @@ def plot_accuracy(history) -> Figure:
     if history.best_epoch:
         ax.axvline(history.best_epoch, color="grey", linestyle=":", label="Best validation epoch")
     label_epoch_axes(ax, len(epochs), [*history.train_acc, *history.valid_acc], "Accuracy (%)", "curves")
-    ax.legend(fontsize=TEXT_SIZE - 1)
+    ax.legend()
     return fig
 
 
@@ -97,8 +97,8 @@ def label_epoch_axes(ax, num_epochs: int, values, ylabel: str, compared: str) ->
             line.set_clip_on(False)
         add_note(ax, "One epoch: each curve is a single point, so there is no trend to read.\n"
                      f"Train for more epochs to compare the {compared}.")
-    ax.set_xlabel("Epoch", fontsize=TEXT_SIZE)
-    ax.set_ylabel(ylabel, fontsize=TEXT_SIZE)
+    ax.set_xlabel("Epoch")
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
 
 
@@ -111,7 +111,8 @@ def plot_runs(histories: dict, *, error: bool = False) -> Figure:
         raise ValueError("Pass a dict of finished runs, e.g. plot_runs({'ResNet-20': history_20, 'ResNet-56': "
                          "history_56}), each a History of at least one epoch.")
     num_epochs = max(len(history.valid_acc) for history in histories.values())
-    fig, ax = plt.subplots(figsize=CURVE_INCHES, layout="constrained")
+    # Two legend entries per run: beside the plot, where they cover no curve.
+    fig, ax = plt.subplots(figsize=(CURVE_INCHES[0] + 2.8, CURVE_INCHES[1]), layout="constrained")
     for index, (name, history) in enumerate(histories.items()):
         # Hollow markers, each run's of another shape and smaller than the last: equal values stay visible.
         marker = {"marker": RUN_MARKERS[index % len(RUN_MARKERS)], "markersize": max(4.0, 10.0 - 3.0 * index),
@@ -124,7 +125,7 @@ def plot_runs(histories: dict, *, error: bool = False) -> Figure:
                     **(marker if num_epochs < FEW_POINTS else {}))
     plotted = [value for line in ax.lines for value in line.get_ydata()]
     label_epoch_axes(ax, num_epochs, plotted, "Error (%)" if error else "Accuracy (%)", "runs")
-    ax.legend(fontsize=TEXT_SIZE - 2)
+    fig.legend(loc="outside right upper")
     return fig
 
 
@@ -162,6 +163,14 @@ def cell_text(value) -> str:
     return f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
 
 
+def share_text(rate: float) -> str:
+    """A cell's share of its row in whole percent; never "0%" under a count, nor "100%" beside another cell."""
+    text = f"{rate:.0%}"  # rounds half to even: 0.005 is "0%", so the rounded text is what is checked
+    if text == "0%" and rate > 0:
+        return "<1%"
+    return ">99%" if text == "100%" and rate < 1 else text
+
+
 def plot_confusion_matrix(conf_mat, classes=None, normalize: bool = False, figsize=None) -> Figure:
     """The confusion matrix coloured by each true class's shares, with the numbers in every cell that is not zero.
 
@@ -175,7 +184,7 @@ def plot_confusion_matrix(conf_mat, classes=None, normalize: bool = False, figsi
     side = min(8.8, max(5.0, 0.6 * num_classes + 3))  # with the colour bar, at most 10 inches wide
     fig, ax = plt.subplots(figsize=figsize or (side + 1.2, side), layout="constrained")
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
-    fig.colorbar(image, ax=ax, shrink=0.8).set_label("Share of the true class", fontsize=TEXT_SIZE)
+    fig.colorbar(image, ax=ax, shrink=0.8).set_label("Share of the true class")
     cell_points = 72 * fig.get_size_inches()[1] * 0.75 / num_classes
     font_size = min(TEXT_SIZE, cell_points / (3.2 if normalize else 2.2))
     if font_size >= 6:  # smaller numbers cannot be read: the colours tell the story
@@ -183,14 +192,15 @@ def plot_confusion_matrix(conf_mat, classes=None, normalize: bool = False, figsi
     # At most 30 tick labels, each readable, at round steps.
     step = next((step for step in (1, 2, 5, 10, 20, 50) if num_classes / step <= 30), math.ceil(num_classes / 30))
     ticks = range(0, num_classes, step)
-    ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right", rotation_mode="anchor")
+    if max(len(labels[i]) for i in ticks) > 3:  # names ("automobile") would overlap; digits and short codes fit
+        ax.set_xticks(ticks, [labels[i] for i in ticks], rotation=45, ha="right", rotation_mode="anchor")
+    else:
+        ax.set_xticks(ticks, [labels[i] for i in ticks])
     ax.set_yticks(ticks, [labels[i] for i in ticks])
-    ax.tick_params(labelsize=TEXT_SIZE - 1)
-    ax.set_xlabel("Predicted class", fontsize=TEXT_SIZE)
-    ax.set_ylabel("True class", fontsize=TEXT_SIZE)
+    ax.set_xlabel("Predicted class")
+    ax.set_ylabel("True class")
     counts = np.issubdtype(conf_mat.dtype, np.integer)  # else rates, or another measure: no count to state
-    ax.set_title(f"Confusion matrix of {conf_mat.sum():,} images" if counts else "Confusion matrix",
-                 fontsize=TEXT_SIZE + 1)
+    ax.set_title(f"Confusion matrix of {conf_mat.sum():,} images" if counts else "Confusion matrix")
     return fig
 
 
@@ -199,6 +209,6 @@ def draw_cell_numbers(ax, conf_mat: np.ndarray, rates: np.ndarray, normalize: bo
     for true, guess in zip(*np.nonzero(conf_mat)):
         text = cell_text(conf_mat[true, guess])
         if normalize:
-            text += f"\n{rates[true, guess]:.0%}"
+            text += f"\n{share_text(rates[true, guess])}"
         ax.text(guess, true, text, ha="center", va="center", fontsize=font_size,
                 color="white" if rates[true, guess] > 0.5 else "black")

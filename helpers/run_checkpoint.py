@@ -26,6 +26,7 @@ from .checkpoint_lock import CheckpointLock
 from .signature import code_sources, describe_differences, run_signature, unchecked
 
 REBUILD = "rerun the cell that builds the model and its optimizer, then this one"
+_NOTES_SAID: set[str] = set()  # the resume notes printed so far in this Python session
 
 
 class RunCheckpoint:
@@ -86,8 +87,10 @@ class RunCheckpoint:
                 reason,
             ) from error
         self.saved_epochs = epochs
-        notes = unchecked(self.signature)
+        notes = [note for note in unchecked(self.signature) if note not in _NOTES_SAID]
         if first and notes:
+            # Once per session: a notebook that trains four networks of the same code says it once, not four times.
+            _NOTES_SAID.update(notes)
             print("Note: on a resume, these parts of this run cannot be checked against the checkpoint:\n"
                   + "\n".join(f"  {note}" for note in notes))
 

@@ -118,3 +118,20 @@ def step_scheduler(scheduler, valid_acc: float) -> None:
         scheduler.step(valid_acc)
     else:
         scheduler.step()
+
+
+def describe_step_schedule(lr: float, milestones, num_epochs: int, gamma: float = 0.1) -> str:
+    """A MultiStepLR schedule in one sentence, for this run's length: "Learning rate 0.1 for 20 epochs: 0.01
+    after epoch 10, 0.001 after epoch 15." Drops at or after the last epoch train nothing, and are left out."""
+    epochs = f"{num_epochs} epoch{'' if num_epochs == 1 else 's'}"
+    counts = collections.Counter(milestones)
+    within = sorted(milestone for milestone in counts if milestone < num_epochs)
+    if not within:
+        later = f": its schedule would first lower it after epoch {min(counts)}, when no epoch is left to train" \
+            if counts else ""
+        return f"Learning rate {lr:g} throughout this run of {epochs}{later}."
+    drops, rate = [], lr
+    for milestone in within:
+        rate *= gamma ** counts[milestone]
+        drops.append(f"{rate:g} after epoch {milestone}")
+    return f"Learning rate {lr:g} for {epochs}: {', '.join(drops)}."

@@ -103,6 +103,16 @@ def count_multiply_adds(model: torch.nn.Module, input_shape) -> int:
     return total
 
 
+def multiply_adds_text(count: int) -> str:
+    """A multiply-add count in the collection's one format: "0.46 G multiply-adds" (billions), "2.95 M" below
+    0.1 G (millions), the exact number below 0.1 M."""
+    if count >= 1e8:
+        return f"{count / 1e9:.2f} G multiply-adds"
+    if count >= 1e5:
+        return f"{count / 1e6:.2f} M multiply-adds"
+    return f"{count:,} multiply-adds"
+
+
 def _one_blank_image(model: torch.nn.Module, input_shape) -> torch.Tensor:
     """A batch of one zero image of input_shape, with the model's dtype and device."""
     parameter = next(model.parameters())

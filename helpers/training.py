@@ -19,6 +19,7 @@ from .checkpoint import CheckpointError, another_path
 from .checks import check_count
 from .environment import get_device
 from .evaluation import Precision, evaluate
+from .figure_style import accuracy_text, note_training, num_images
 from .history import History
 from .loaders import data_signature, is_augmented
 from .preflight import (
@@ -71,6 +72,7 @@ def train_model(model, num_epochs, train_loader, valid_loader, test_loader, opti
     check_loaders(train_loader, valid_loader, test_loader)
     check_optimizer(model, optimizer, scheduler, num_epochs * len(train_loader))
     device = get_device(device)
+    note_training(num_epochs, train_loader)  # what a smoke run's banner says from now on
     channels_last = device.type == "cuda" if channels_last is None else bool(channels_last)
     settings = TrainingSettings(num_epochs, device, Precision(amp_dtype(device, amp), channels_last),
                                 logging_interval, loss_fn, exact_train_accuracy, compile_model)
@@ -170,7 +172,8 @@ class _Run:
         progress.finish(f"Epoch {epoch:03d}/{self.settings.num_epochs:03d} | loss {self.history.train_loss[-1]:.4f} | "
                         f"train {train_acc:.2f}% | valid {valid_acc:.2f}% | {self.history.epoch_times[-1]:.1f} s")
         new_lr = current_lrs(self.optimizer)[0]
-        if new_lr != lr and not steps_every_batch(self.scheduler):
+        # After the last epoch the new rate would train nothing: saying it only confuses a one-epoch run.
+        if new_lr != lr and not steps_every_batch(self.scheduler) and epoch < self.settings.num_epochs:
             print(f"Learning rate {lr:g} -> {new_lr:g}")
 
     def _validate(self, epoch: int, lr: float):
@@ -297,14 +300,15 @@ class _Run:
         # The checkpoint keeps the last epoch's weights, so that a longer run continues exactly.
         last_weights = weights_copy(self.model) if self.unsaved_epoch or retest else None
         self.model.load_state_dict(self.best_state)
-        print(f"Best validation accuracy {history.best_valid_acc:.2f}% at epoch {history.best_epoch}; "
+        print(f"Best validation accuracy {accuracy_text(history.best_valid_acc, num_images(self.valid_loader))} "
+              f"at epoch {history.best_epoch}; "
               "the model now has those weights.")
         if retest:
             self.stage = "during the final test"
             history.test_acc = evaluate(self.model, self.test_loader, self.settings.precision)[1]
             self.tested_on = test_data
         if history.test_acc is not None:
-            print(f"Test accuracy: {history.test_acc:.2f}%")
+            print(f"Test accuracy: {accuracy_text(history.test_acc, num_images(self.test_loader))}")
         if self.unsaved_epoch or retest:
             self._save_final(last_weights, already_done)
         return history

@@ -60,8 +60,20 @@ def save_figures(notebook, folder: Path) -> int:
     return count
 
 
-def run(path: Path, smoke: bool) -> None:
+# Run in the notebook's kernel after its last cell, then taken out again: which images the notebook used.
+DATA_REPORT_CELL = "import helpers.figure_style\nprint(helpers.figure_style.data_report(globals()))"
+
+
+def data_used(report_cell) -> str:
+    """What the report cell printed: "synthetic" or "real"; "unknown" if it printed neither (the notebook failed)."""
+    text = "".join(output.get("text", "") for output in report_cell.get("outputs", []))
+    return text.strip() if text.strip() in ("synthetic", "real") else "unknown"
+
+
+def run(path: Path, smoke: bool) -> str:
+    """Execute one notebook into outputs/, save its figures, and say which data it used (see data_used)."""
     notebook = nbformat.read(path, as_version=4)
+    notebook.cells.append(nbformat.v4.new_code_cell(DATA_REPORT_CELL))
     folder = OUTPUTS / path.stem
     folder.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -72,9 +84,31 @@ def run(path: Path, smoke: bool) -> None:
         try:
             client.execute(stderr=kernel_log)
         finally:
+            data = data_used(notebook.cells.pop())  # the saved notebook is the student's, without the report
             nbformat.write(notebook, folder / path.name)
     figures = save_figures(notebook, folder)
-    print(f"  {path.name}: {time.perf_counter() - start:.0f} s, {figures} figures -> {folder.relative_to(ROOT)}/")
+    print(f"  {path.name}: {time.perf_counter() - start:.0f} s, {figures} figures -> {folder.relative_to(ROOT)}/, "
+          f"{data} data")
+    return data
+
+
+def summary(data: dict[str, str], smoke: bool) -> str:
+    """The closing lines: how the notebooks ran, and which of them trained on synthetic stand-in images."""
+    mode = "smoke mode (small data, one epoch: the code runs, the numbers are no results)" if smoke else \
+        "full recipes"
+    lines = [f"Summary: {len(data)} notebook{'' if len(data) == 1 else 's'} run in {mode}."]
+    stand_in = [name for name, used in data.items() if used == "synthetic"]
+    if stand_in:
+        lines.append(f"Synthetic stand-in data, not the real datasets, in: {', '.join(stand_in)}. "
+                     "Their figures and numbers show that the code runs, nothing about the networks; "
+                     "with a network connection (or `make test-data`, CIFAR10_ARCHIVE=... for CIFAR-10) they "
+                     "use the real datasets.")
+    else:
+        lines.append("Every notebook used real data.")
+    unknown = [name for name, used in data.items() if used == "unknown"]
+    if unknown:
+        lines.append(f"Could not tell which data these used: {', '.join(unknown)}.")
+    return "\n".join(lines)
 
 
 def main(names: list[str]) -> int:
@@ -87,8 +121,8 @@ def main(names: list[str]) -> int:
     paths = sorted((ROOT / "notebooks").glob("*.ipynb"))
     if names:
         paths = [p for p in paths if any(name in p.name for name in names)]
-    for path in paths:
-        run(path, smoke)
+    data = {path.stem: run(path, smoke) for path in paths}
+    print(summary(data, smoke))
     return 0
 
 

@@ -1,5 +1,6 @@
 """Shared test settings, and the real Fashion-MNIST (and, where it is here, CIFAR-10) for the real-data tests."""
 
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -35,6 +36,16 @@ def one_cpu_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
+def no_run_mode_left_behind():
+    """print_run_mode() in one test (or a notebook's settings cell) must not put the smoke banner on the next
+    test's figures: each test starts without a run mode, as a Python session before print_run_mode() does."""
+    yield
+    figure_style = sys.modules.get("helpers.figure_style")  # only if a test loaded it: some must not load torch
+    if figure_style is not None:
+        figure_style.set_run_mode(False)
 
 
 @pytest.fixture

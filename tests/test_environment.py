@@ -199,3 +199,40 @@ def test_an_explicit_full_run_uses_the_checkpoint_folder_whatever_the_environmen
     monkeypatch.setenv("SMOKE_TEST", "1")
     folder = environment.checkpoint_dir(smoke_test=False)
     assert folder.name == "checkpoints" and "Smoke mode" not in capsys.readouterr().out
+
+
+def test_print_run_mode_sets_the_style_and_the_smoke_banner(monkeypatch, capsys):
+    import matplotlib
+
+    matplotlib.rcParams["font.size"] = 8  # as a notebook backend or another library might leave it
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    environment.print_run_mode()
+    assert matplotlib.rcParams["font.size"] == 13 and matplotlib.rcParams["figure.dpi"] == 120
+    assert matplotlib.rcParams["figure.hooks"].count("helpers.figure_style:add_smoke_banner") == 1
+    monkeypatch.setenv("SMOKE_TEST", "0")
+    monkeypatch.setattr(environment, "get_device", lambda: torch.device("cpu"))
+    environment.print_run_mode()
+    assert "helpers.figure_style:add_smoke_banner" not in matplotlib.rcParams["figure.hooks"]
+
+
+def test_make_notebooks_ends_saying_which_notebooks_used_stand_in_data():
+    script = run_notebooks_script()
+    text = script.summary({"01_mnist": "real", "02_vgg16": "synthetic", "03_resnet34": "synthetic"}, smoke=True)
+    first, stand_in = text.splitlines()
+    assert first == ("Summary: 3 notebooks run in smoke mode (small data, one epoch: the code runs, the numbers "
+                     "are no results).")
+    assert stand_in.startswith("Synthetic stand-in data, not the real datasets, in: 02_vgg16, 03_resnet34.")
+    assert script.summary({"01_mnist": "real"}, smoke=False).splitlines()[1] == "Every notebook used real data."
+
+
+def test_the_data_report_cell_finds_synthetic_loaders_in_the_notebook():
+    from helpers import figure_style
+    from helpers.datasets import make_synthetic_data
+
+    synthetic = make_synthetic_data("mnist", num_train=4, num_test=4)
+    assert figure_style.data_report({"data": synthetic}) == "synthetic"
+    assert figure_style.data_report({"loaders": (1, synthetic)}) == "synthetic"  # e.g. get_dataloaders's tuple
+    assert figure_style.data_report({"data": synthetic._replace(synthetic=False), "x": 1}) == "real"
+    script = run_notebooks_script()
+    printed = {"outputs": [{"output_type": "stream", "name": "stdout", "text": "synthetic\n"}]}
+    assert script.data_used(printed) == "synthetic" and script.data_used({"outputs": []}) == "unknown"

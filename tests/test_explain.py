@@ -14,6 +14,7 @@ from torch import nn
 from helpers import (
     ImageData,
     ImageRecipe,
+    figure_style,
     get_dataloaders,
     grad_cam,
     most_confused_pairs,
@@ -139,7 +140,15 @@ def test_most_confused_pairs_are_the_largest_off_diagonal_cells(capsys):
     assert [p.share_of_class for p in pairs] == pytest.approx([7 / 11, 4 / 13, 2 / 7])
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].split()[:2] == ["true", "class"] and len(lines) == 4
-    assert lines[1].split() == ["dog", "cat", "7", "63.6%"]
+    assert lines[1].split() == ["dog", "cat", "7", "of", "11", "63.6%"]  # a small class's count, not only its share
+
+
+def test_most_confused_pairs_of_a_smoke_run_say_so_above_the_table(capsys):
+    figure_style.set_run_mode(True)
+    most_confused_pairs(np.array([[5, 2], [7, 3]]), ["cat", "dog"], k=1)
+    banner, header, row = capsys.readouterr().out.splitlines()
+    assert banner == "[SMOKE RUN: a quick check that the code runs, not a trained network]"
+    assert row.split() == ["dog", "cat", "7", "of", "10", "70.0%"]
 
 
 def test_most_confused_pairs_accepts_tensors_and_float_matrices(capsys):
@@ -430,6 +439,21 @@ def test_confident_mistakes_of_a_perfect_model_says_so(capsys):
         perfect[1].weight.copy_(torch.eye(10))
     assert show_confident_mistakes(perfect, [(one_hot_images, labels)], classes=CLASSES) is None
     assert "No mistakes" in capsys.readouterr().out and not plt.get_fignums()
+
+
+def test_mistakes_that_are_no_confident_ones_are_called_so(capsys):
+    """An untrained network's "most confident" mistakes sit near chance: the figure and the text say so."""
+    labels = torch.arange(10)
+    images = torch.rand(10, 1, 4, 4, generator=torch.Generator().manual_seed(0))
+    unsure = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    with torch.no_grad():
+        unsure[1].weight.zero_()
+        unsure[1].bias.copy_(torch.linspace(0, 0.9, 10))  # every image: class 9 at 15%, the others 6-14%
+    fig = show_confident_mistakes(unsure, [(images, labels)], num_examples=4, classes=CLASSES)
+    assert figure_title(fig).endswith("none is confident, every one under 50%")
+    said = capsys.readouterr().out
+    assert "No mistake here is a confident one: the most probable is at 15%, under 50%" in said
+    assert "(chance, for 10 classes, is 10%)" in said
 
 
 def test_num_examples_must_be_positive():

@@ -15,11 +15,16 @@ from matplotlib.figure import Figure
 from helpers import (
     History,
     ImageRecipe,
+    environment,
+    figure_style,
     plot_accuracy,
     plot_confusion_matrix,
     plot_runs,
     plot_training_loss,
+    print_run_mode,
+    print_smoke_banner,
     show_examples,
+    train_model,
 )
 from helpers.plotting import running_average
 from tests.support import tiny_loaders, tiny_model
@@ -173,6 +178,19 @@ def test_confusion_matrix_leaves_zero_cells_blank_and_has_a_colour_bar():
     assert fig.axes[0].get_title() == "Confusion matrix of 15 images"
 
 
+def test_confusion_matrix_never_prints_0_percent_under_a_count():
+    fig = plot_confusion_matrix(np.array([[998, 2], [5, 995]]), classes=["0", "1"], normalize=True)
+    # 2 and 5 of 1,000 would round to "0%" (0.5% rounds to even), and 998 of 1,000 to "100%" beside them.
+    assert cell_texts(fig) == ["998\n>99%", "2\n<1%", "5\n<1%", "995\n>99%"]
+
+
+def test_confusion_matrix_turns_only_long_tick_labels():
+    digits = plot_confusion_matrix(np.eye(10, dtype=int))
+    assert {label.get_rotation() for label in digits.axes[0].get_xticklabels()} == {0.0}
+    names = plot_confusion_matrix(np.eye(3, dtype=int), classes=["airplane", "automobile", "bird"])
+    assert {label.get_rotation() for label in names.axes[0].get_xticklabels()} == {45.0}
+
+
 def test_confusion_matrix_plot_is_sized_to_the_classes_up_to_a_notebook_width():
     small = plot_confusion_matrix(np.eye(3, dtype=int) * 5, ["a", "b", "c"])
     ten = plot_confusion_matrix(torch.eye(10, dtype=torch.long) * 7)
@@ -239,3 +257,81 @@ def test_figures_of_synthetic_images_say_so_in_their_title():
     test_loader.synthetic = True  # what the loaders say when the dataset was replaced by synthetic images
     (title,) = figure_titles(show_examples(tiny_model(), test_loader))
     assert title.startswith("Synthetic stand-in images")
+
+
+# --------------------------------------------------------------------------- one style, and the smoke banner
+
+
+def test_every_figure_has_the_lecture_hall_style():
+    """Set once, for the helpers' figures and a notebook's own alike: large text, 120 dpi."""
+    own, _ = plt.subplots()
+    helpers_figure = plot_accuracy(a_history())
+    ax = helpers_figure.axes[0]
+    assert own.dpi == helpers_figure.dpi == 120
+    assert ax.xaxis.label.get_fontsize() >= 13 and ax.yaxis.label.get_fontsize() >= 13
+    assert min(label.get_fontsize() for label in ax.get_xticklabels()) >= 12
+    assert min(text.get_fontsize() for text in ax.get_legend().get_texts()) >= 11
+    assert plt.rcParams["font.size"] >= 12 and plt.rcParams["legend.fontsize"] >= 11
+
+
+def banners(fig: Figure) -> list[str]:
+    return [text.get_text() for text in fig.texts if text.get_gid() == "smoke-banner"]
+
+
+def test_a_smoke_run_marks_every_figure_with_what_the_run_was(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    print_run_mode()
+    assert banners(plt.figure(figsize=(8, 4))) == ["SMOKE RUN: a quick check that the code runs, not a trained network"]
+    narrow = plt.figure(figsize=(3, 3))  # two lines, rather than a narrow figure made wide
+    assert banners(narrow) == ["SMOKE RUN: a quick check that the code runs,\nnot a trained network"]
+    train_loader, valid_loader, test_loader = tiny_loaders(num_train=64)
+    model = tiny_model()
+    history = train_model(model, 1, train_loader, valid_loader, test_loader,
+                          torch.optim.SGD(model.parameters(), lr=0.01), "cpu")
+    expected = "SMOKE RUN (1 epoch, 64 training images): not a trained network"
+    own, _ = plt.subplots(layout="constrained")  # a notebook's own figure, drawn without any helper
+    assert banners(own) == banners(plot_accuracy(history)) == banners(show_examples(model, test_loader)) == [expected]
+    assert f"({round(history.best_valid_acc * 64 / 100)} of 64 images)" in capsys.readouterr().out
+    print_smoke_banner()
+    assert capsys.readouterr().out == f"[{expected}]\n"
+
+
+def test_the_banner_stands_above_the_figure_and_is_saved_with_it(monkeypatch):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    print_run_mode()
+    fig = plot_accuracy(a_history())
+    (banner,) = (text for text in fig.texts if text.get_gid() == "smoke-banner")
+    renderer = fig.canvas.get_renderer()
+    above = banner.get_window_extent(renderer)
+    assert above.y0 >= fig.bbox.y1 - 1  # above everything the figure's own layout places
+    assert fig.get_tightbbox(renderer).y1 * fig.dpi >= above.y1 - 1  # savefig's tight box (and a notebook's) keeps it
+
+
+def test_a_full_run_draws_no_banner(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    print_run_mode()
+    monkeypatch.setenv("SMOKE_TEST", "0")
+    monkeypatch.setattr(environment, "get_device", lambda: torch.device("cpu"))
+    print_run_mode()  # the mode a notebook says last is the one its figures show
+    capsys.readouterr()
+    assert banners(plt.figure()) == [] and banners(plot_accuracy(a_history())) == []
+    print_smoke_banner()
+    assert capsys.readouterr().out == ""
+
+
+def test_a_banner_of_synthetic_images_says_so():
+    figure_style.set_run_mode(True)
+    train_loader, _, _ = tiny_loaders(num_train=32)
+    train_loader.synthetic = True
+    figure_style.note_training(3, train_loader)
+    assert figure_style.smoke_banner() == "SMOKE RUN (3 epochs, 32 synthetic training images): not a trained network"
+
+
+@pytest.mark.parametrize("percent, images, text", [
+    (300 / 19, 19, "15.79% (3 of 19 images)"),  # a handful of images: the count beside the share
+    (0.0, 19, "0.00% (0 of 19 images)"),
+    (87.12, 10_000, "87.12%"),
+    (50.0, None, "50.00%"),  # a loader that cannot say its size
+])
+def test_accuracies_of_small_samples_come_with_their_count(percent, images, text):
+    assert figure_style.accuracy_text(percent, images) == text

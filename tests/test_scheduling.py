@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.optim import lr_scheduler
 
-from helpers.scheduling import restore_state, saveable_state
+from helpers.scheduling import describe_step_schedule, restore_state, saveable_state
 
 PLAIN = (dict, list, tuple, str, int, float, bool, type(None), torch.Tensor)
 
@@ -81,3 +81,15 @@ def test_multistep_milestones_come_back_as_the_same_counter():
 
 def test_no_scheduler_saves_none():
     assert saveable_state(None) is None
+
+
+@pytest.mark.parametrize("milestones, num_epochs, sentence", [
+    ((10, 15), 20, "Learning rate 0.1 for 20 epochs: 0.01 after epoch 10, 0.001 after epoch 15."),
+    ((2, 2), 3, "Learning rate 0.1 for 3 epochs: 0.001 after epoch 2."),  # one epoch twice: one drop of 100
+    # A smoke run's one epoch: no "divided after epoch 1 and again after epoch 1".
+    ((1, 1), 1, "Learning rate 0.1 throughout this run of 1 epoch: its schedule would first lower it after "
+                "epoch 1, when no epoch is left to train."),
+    ((), 3, "Learning rate 0.1 throughout this run of 3 epochs."),
+])
+def test_a_step_schedule_is_described_for_the_run_it_has(milestones, num_epochs, sentence):
+    assert describe_step_schedule(0.1, milestones, num_epochs) == sentence

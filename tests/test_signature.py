@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import helpers.run_checkpoint
 from helpers import (
     DeviceLoader,
     ImageRecipe,
@@ -213,7 +214,8 @@ def test_other_tensors_in_a_plain_dataloader_are_another_run(tmp_path):
     refused(path, num_epochs=3, match="data / training / content: checkpoint has 'values ", loaders=tensor_loaders(2))
 
 
-def test_what_cannot_be_checked_is_said_when_the_checkpoint_is_first_written(tmp_path, capsys):
+def test_what_cannot_be_checked_is_said_when_the_checkpoint_is_first_written(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(helpers.run_checkpoint, "_NOTES_SAID", set())  # as in a fresh notebook kernel
     class Shapes(torch.utils.data.Dataset):  # a dataset of one's own: only its length can be seen
         classes = tuple(str(digit) for digit in range(10))
 
@@ -231,6 +233,8 @@ def test_what_cannot_be_checked_is_said_when_the_checkpoint_is_first_written(tmp
     assert "data / training / content: not checked (a Shapes is described by its length only)" in output
     run(num_epochs=2, checkpoint_path=tmp_path / "run.pt", loaders=loaders)
     assert "cannot be checked" not in capsys.readouterr().out  # said once, when the file is first written
+    run(num_epochs=1, checkpoint_path=tmp_path / "another network.pt", loaders=loaders)
+    assert "cannot be checked" not in capsys.readouterr().out  # and once per session, not once per network
 
 
 def test_the_worker_count_of_the_classic_pipeline_is_part_of_the_run(tmp_path):

@@ -5,7 +5,7 @@ import torch
 import torchvision
 from torch import nn
 
-from helpers import count_multiply_adds, count_parameters
+from helpers import count_multiply_adds, count_parameters, multiply_adds_text
 
 
 def test_multiply_adds_of_a_convolution_by_hand():
@@ -55,3 +55,13 @@ def test_count_parameters_trainable_only():
     model = nn.Linear(3, 2)
     model.bias.requires_grad_(False)
     assert (count_parameters(model), count_parameters(model, trainable_only=False)) == (6, 8)
+
+
+@pytest.mark.parametrize("count, text", [
+    (462_422_016, "0.46 G multiply-adds"),  # notebook 04's ResNet-18 at 224x224, as the others write theirs
+    (1_290_000_000, "1.29 G multiply-adds"),
+    (2_950_000, "2.95 M multiply-adds"),  # an MNIST network: 0.00 G would say nothing
+    (7_950, "7,950 multiply-adds"),
+])
+def test_multiply_adds_have_one_format(count, text):
+    assert multiply_adds_text(count) == text

@@ -140,6 +140,12 @@ class SpyStepLR(torch.optim.lr_scheduler.StepLR):
         super().step(*args, **kwargs)
 
 
+def test_a_rate_that_would_train_nothing_is_not_announced(capsys):
+    """After the last epoch the new rate trains nothing: a one-epoch run says nothing of "0.1 -> 0.001"."""
+    run(num_epochs=1, lr=0.1, scheduler_factory=lambda opt: torch.optim.lr_scheduler.MultiStepLR(opt, [1, 1]))
+    assert "Learning rate" not in capsys.readouterr().out
+
+
 def test_step_lr_steps_once_per_epoch_without_a_metric(capsys):
     SpyStepLR.calls = []
     _, history = run(num_epochs=3, lr=0.1, scheduler_factory=lambda opt: SpyStepLR(opt, step_size=1, gamma=0.5))
