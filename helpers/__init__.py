@@ -48,7 +48,7 @@ from .explain import (
     show_first_layer_filters,
     show_grad_cam,
 )
-from .figure_style import accuracy_text, apply_style, print_smoke_banner, smoke_banner
+from .figure_style import accuracy_text, apply_style, print_smoke_banner, smoke_banner, smoke_banner_says
 from .gradcam import grad_cam
 from .history import History
 from .loaders import get_dataloaders, get_dataloaders_cifar10, get_dataloaders_fashion_mnist, get_dataloaders_mnist
@@ -69,7 +69,7 @@ apply_style()  # one figure style for the helpers' figures and the notebooks' ow
 
 __all__ = [
     "accuracy_text", "apply_style", "describe_step_schedule", "multiply_adds_text", "print_smoke_banner",
-    "smoke_banner",
+    "smoke_banner", "smoke_banner_says",
     "grad_cam", "most_confused_pairs", "show_confident_mistakes", "show_feature_maps",
     "show_first_layer_filters", "show_grad_cam",
     "ModelMismatchError", "check_against_torchvision", "check_answer", "check_block_dropout", "check_bottleneck",

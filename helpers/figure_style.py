@@ -9,6 +9,8 @@ The figures get it through matplotlib's figure.hooks, so a notebook's own figure
 
 from __future__ import annotations
 
+import contextlib
+
 import matplotlib
 from matplotlib.transforms import ScaledTranslation
 
@@ -32,7 +34,7 @@ BANNER_COLOUR = "#a04000"  # dark orange, as the helpers' other caveats: a warni
 BANNER_HOOK = f"{__name__}:add_smoke_banner"
 SMALL_SAMPLE = 100  # below this many images a percentage hides how few they are: say "3 of 19 images" too
 
-_run = {"smoke": False, "epochs": None, "train_images": None, "synthetic": False}
+_run = {"smoke": False, "epochs": None, "train_images": None, "synthetic": False, "says": None}
 
 
 def apply_style() -> None:
@@ -68,6 +70,8 @@ def smoke_banner() -> str:
     an empty string in a full run (or before print_run_mode() has said which run this is)."""
     if not _run["smoke"]:
         return ""
+    if _run["says"]:
+        return f"SMOKE RUN: {_run['says']}"
     parts = []
     if _run["epochs"] is not None:
         parts.append(f"{_run['epochs']} epoch{'' if _run['epochs'] == 1 else 's'}")
@@ -77,6 +81,18 @@ def smoke_banner() -> str:
     if not parts:
         return "SMOKE RUN: a quick check that the code runs, not a trained network"
     return f"SMOKE RUN ({', '.join(parts)}): not a trained network"
+
+
+@contextlib.contextmanager
+def smoke_banner_says(text: str):
+    """Inside this block, a smoke run's figures and tables say `text` instead of what the run trained: for
+    results that are not the run's own, e.g. trained weights judged on a smoke run's few test images."""
+    saved = _run["says"]
+    _run["says"] = text
+    try:
+        yield
+    finally:
+        _run["says"] = saved
 
 
 def print_smoke_banner() -> None:

@@ -23,6 +23,7 @@ from helpers import (
     plot_training_loss,
     print_run_mode,
     print_smoke_banner,
+    smoke_banner_says,
     show_examples,
     train_model,
 )
@@ -294,6 +295,21 @@ def test_a_smoke_run_marks_every_figure_with_what_the_run_was(monkeypatch, capsy
     assert f"({round(history.best_valid_acc * 64 / 100)} of 64 images)" in capsys.readouterr().out
     print_smoke_banner()
     assert capsys.readouterr().out == f"[{expected}]\n"
+
+
+def test_results_that_are_not_the_runs_own_say_what_they_are_inside_the_block_only(monkeypatch, capsys):
+    monkeypatch.setenv("SMOKE_TEST", "1")
+    print_run_mode()
+    with smoke_banner_says("trained networks, judged on 64 test images"):
+        inside = plt.figure(figsize=(8, 4))
+        print_smoke_banner()
+    assert banners(inside) == ["SMOKE RUN: trained networks, judged on 64 test images"]
+    assert capsys.readouterr().out == "[SMOKE RUN: trained networks, judged on 64 test images]\n"
+    assert banners(plt.figure(figsize=(8, 4))) == ["SMOKE RUN: a quick check that the code runs, not a trained network"]
+    monkeypatch.setenv("SMOKE_TEST", "0")
+    print_run_mode()
+    with smoke_banner_says("trained networks, judged on 64 test images"):
+        assert banners(plt.figure(figsize=(8, 4))) == []  # a full run draws no banner, whatever the block says
 
 
 def test_the_banner_stands_above_the_figure_and_is_saved_with_it(monkeypatch):
