@@ -94,16 +94,48 @@ def _same_answer(answer, expected, tolerance: float) -> bool:
     return answer == expected
 
 
-def check_quiz(name: str, answer) -> bool | None:
-    """check_answer for the quiz question solutions.QUIZ[name], whose answer the notebook never shows."""
+def check_quiz(name: str, answer, **given) -> bool | None:
+    """check_answer for the question solutions.QUIZ[name], whose answer the notebook never shows.
+
+    When the question's answer is a function (of solutions.py), it is computed here, called with `given`
+    (what it needs from the notebook, e.g. its runs); so the check cell holds only the name and the answer.
+    """
+    if name not in solutions.QUIZ:
+        raise ValueError(f"There is no quiz question called {name!r}; the names are: {', '.join(solutions.QUIZ)}.")
     question = solutions.QUIZ[name]
-    return check_answer(question.text, answer, question.expected, question.hint, why=question.why,
-                        tolerance=question.tolerance)
+    passed = check_answer(question.text, answer, question.answer(**given), question.hint, why=question.why,
+                          tolerance=question.tolerance)
+    if passed is False:
+        print(f"Think again and change your answer. {_how_to_see(name)}")
+    return passed
 
 
 def show_solution(name: str) -> None:
-    """Print the reference solution helpers.solutions.<name>: its source code, as written."""
-    print(inspect.getsource(getattr(solutions, name)))
+    """Print the solution to the exercise or quiz question `name`: code as written, or the answer and how it is found."""
+    if name in solutions.QUIZ:
+        print(solutions.QUIZ[name].explained())
+    elif name in SOLVED_IN_CODE:
+        print(inspect.getsource(getattr(solutions, name)))
+    else:
+        raise ValueError(f"There is no exercise called {name!r}. Copy the name from the check cell's "
+                         f'show_solution("...") line; the names are: {", ".join(exercise_names())}.')
+
+
+def exercise_names() -> list[str]:
+    """Every name that show_solution knows: the quiz questions, then the exercises solved in code."""
+    return [*solutions.QUIZ, *SOLVED_IN_CODE]
+
+
+def _solved_in_code() -> list[str]:
+    """The exercises of solutions.py answered with code: its public classes and functions that are neither a
+    quiz question's answer nor part of the machinery."""
+    answers = {question.expected for question in solutions.QUIZ.values()}
+    return [name for name, value in vars(solutions).items()
+            if not name.startswith("_") and (inspect.isclass(value) or inspect.isfunction(value))
+            and value.__module__ == solutions.__name__ and value not in answers and value is not solutions.Question]
+
+
+SOLVED_IN_CODE = _solved_in_code()
 
 
 def _how_to_see(name: str) -> str:
@@ -166,6 +198,11 @@ FIXES = {
                                    "the map sizes printed under the broken network with those of ResNet-34."),
     "FixedResNet8": Fix("network", "Print type(model(images)). What does a comma at the end of an expression "
                                    "make of its value?"),
+    "FixedResNet9": Fix("network", "Work out how many times a window of 3 pixels, moved in steps of 2, fits into "
+                                   "32 pixels. Which setting of the stem's max-pool adds pixels at the borders?"),
+    "FixedResNet10": Fix("network", "Print create_classifier(512, 10): what does it return? Keep torchvision's "
+                                    "names avgpool and fc: modules kept in a tuple are not registered, so their "
+                                    "weights are in neither state_dict() nor parameters()."),
 }
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")
