@@ -483,3 +483,12 @@ def test_the_deeper_resnets_numbers_stated_in_the_text(notebook):
     for number in ("23,528,522", "2,238,720", "21,289,802", "15,360", "379,392", "70,400", "73,984", "2,602,752",
                    "2,101,248"):
         assert number in text, number
+
+
+def test_the_correct_listings_stay_folded_so_that_the_symptoms_come_first():
+    """Spot the bug: the correct code is folded (Jupyter and Colab), so each exercise is read from its symptom."""
+    cells = json.loads((NOTEBOOKS / NOTEBOOK).read_text())["cells"]
+    for name in ("def conv3x3(", "class BasicBlock(nn.Module):", "class ResNet(nn.Module):"):
+        [cell] = [cell for cell in cells if cell["cell_type"] == "code" and name in "".join(cell["source"])]
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True and cell["metadata"]["cellView"] == "form"
+        assert cell["source"][0].startswith("# @title ") and "folded" in cell["source"][0]
