@@ -111,7 +111,7 @@ def check_quiz(name: str, answer, **given) -> bool | None:
 
 
 def show_solution(name: str) -> None:
-    """Print the solution to the exercise or quiz question `name`: code as written, or the answer and its working."""
+    """Print the solution to the exercise or quiz question `name`: its code, or the answer and how it is found."""
     if name in solutions.QUIZ:
         print(solutions.QUIZ[name].explained())
     elif name in SOLVED_IN_CODE:

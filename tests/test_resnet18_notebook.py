@@ -369,3 +369,15 @@ def test_learns_on_real_fashion_mnist(notebook, fashion_mnist_subset, one_cpu_th
     print(f"ResNet-18: test accuracy {history.test_acc:.2f}% after {LEARNING['num_epochs']} epochs on "
           f"{LEARNING['num_images']:,} Fashion-MNIST images")
     assert history.test_acc >= MIN_TEST_ACCURACY
+
+
+def test_the_strided_layers_take_28_pixels_down_to_one_as_the_text_says(notebook):
+    """28 -> 14 (stem convolution) -> 7 (max-pool) -> 4 -> 2 -> 1 (the first convolution of stages 2 to 4)."""
+    model = notebook["resnet18"]()
+    strided = [module for module in model.modules()
+               if isinstance(module, (nn.Conv2d, nn.MaxPool2d)) and module.stride in (2, (2, 2))
+               and not (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1))]  # shortcuts run beside
+    assert len(strided) == 5
+    widths = part_shapes(model, 28)
+    assert [widths[part][-1] for part in ("stem", "stage1", "stage2", "stage3", "stage4")] == [7, 7, 4, 2, 1]
+    assert "28 -> 14 -> 7 -> 4 -> 2 -> 1" in " ".join(markdown_text().split())
