@@ -316,6 +316,11 @@ FIXES = {
                                    "the map sizes printed under the broken network with those of ResNet-34."),
     "FixedResNet8": Fix("network", "Print type(model(images)). What does a comma at the end of an expression "
                                    "make of its value?"),
+    "FixedResNet9": Fix("network", "Work out how many times a window of 3 pixels, moved in steps of 2, fits into "
+                                   "32 pixels. Which setting of the stem's max-pool adds pixels at the borders?"),
+    "FixedResNet10": Fix("network", "Print create_classifier(512, 10): what does it return? Keep torchvision's "
+                                    "names avgpool and fc: modules kept in a tuple are not registered, so their "
+                                    "weights are in neither state_dict() nor parameters()."),
 }
 
 STAGES = ("layer1", "layer2", "layer3", "layer4")

@@ -322,3 +322,86 @@ QUIZ.update({
             "quarters of it, as in the 20-layer network.",
     ),
 })
+
+
+# --------------------------------------------------------------------------- notebooks 03 and 04
+
+
+def _create_classifier(num_features, num_classes):
+    """Notebook 03's create_classifier, a stand-in for timm's: the global pool (which flattens) and the linear layer."""
+    return nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(1)), nn.Linear(num_features, num_classes)
+
+
+class FixedResNet9:
+    """Bug 9 fixed (the method of `class FixedResNet9(ResNet)`): the stem's max-pool has padding=1, so that a map of
+    32 pixels becomes 16 (a 224-pixel image's 112 becomes the paper's 56), not 15."""
+
+    def __init__(self, block, layers, num_classes=1000):
+        super().__init__(block, layers, num_classes)
+        self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)  # fix: padding=1
+
+
+class FixedResNet10:
+    """Bug 10 fixed (the methods of `class FixedResNet10(ResNet)`): create_classifier (the notebook's, here
+    _create_classifier) returns two modules. Unpacked under torchvision's names, they are registered: their weights
+    are in state_dict() and parameters(), so the optimizer trains them and torchvision's weights load."""
+
+    def __init__(self, block, layers, num_classes=1000):
+        super().__init__(block, layers, num_classes)
+        self.avgpool, self.fc = _create_classifier(512 * block.expansion, num_classes)  # fix: unpack the tuple
+
+    def forward_head(self, x):
+        return self.fc(self.avgpool(x))  # fix: the pool (which flattens), then the linear layer
+
+
+def _size_after(width, kernel, stride, padding):
+    """The width that a convolution or pooling layer gives: (w + 2p - k) // s + 1."""
+    return (width + 2 * padding - kernel) // stride + 1
+
+
+def resnet18_stage3_at_100():
+    """stage3's output for one 1x100x100 image in notebook 04's ResNet-18: only the strided layers change the size."""
+    width = _size_after(100, kernel=7, stride=2, padding=3)  # the stem's 7x7 convolution: 50
+    width = _size_after(width, kernel=3, stride=2, padding=1)  # the stem's max-pool: 25 (stage1 keeps it)
+    width = _size_after(width, kernel=3, stride=2, padding=1)  # stage2's first convolution: 13
+    width = _size_after(width, kernel=3, stride=2, padding=1)  # stage3's first convolution: 7
+    return (256, width, width)  # stage3 has 256 channels
+
+
+def resnet18_parameters_cifar100():
+    """Parameters of notebook 04's resnet18(num_classes=100, input_channels=3), layer by layer (d2l's
+    convolutions keep their bias; its 1x1 shortcut has no BatchNorm)."""
+    def conv(in_channels, out_channels, kernel):
+        return in_channels * out_channels * kernel * kernel + out_channels  # weights and one bias per output
+
+    def batchnorm(channels):
+        return 2 * channels  # a scale and a shift per channel
+
+    def residual(in_channels, channels, use_1x1conv):
+        main = conv(in_channels, channels, 3) + batchnorm(channels) + conv(channels, channels, 3) + batchnorm(channels)
+        return main + (conv(in_channels, channels, 1) if use_1x1conv else 0)
+
+    stem = conv(3, 64, 7) + batchnorm(64)  # 3 input channels instead of 1
+    stages = 2 * residual(64, 64, False)  # stage1: first_block=True, no shortcut convolution
+    for in_channels, channels in ((64, 128), (128, 256), (256, 512)):
+        stages += residual(in_channels, channels, True) + residual(channels, channels, False)
+    classifier = 512 * 100 + 100  # 100 classes instead of 10
+    return stem + stages + classifier
+
+
+QUIZ.update({
+    "resnet18_stage3_at_100": Question(
+        "1. stage3 for a 1x100x100 image", resnet18_stage3_at_100,
+        hint="Apply (w + 2p - k) // s + 1 at the stem's convolution and max-pool, then at the first convolution "
+             "of stages 2 and 3; the other layers keep the size. Answer with a tuple (channels, height, width).",
+        why="100 -> 50 (stem convolution) -> 25 (max-pool) -> 13 (stage2) -> 7 (stage3): an odd size rounds up, "
+            "because the padding lets the last window start on the last pixel.",
+    ),
+    "resnet18_parameters_cifar100": Question(
+        "2. parameters for 3 channels and 100 classes", resnet18_parameters_cifar100,
+        hint="Only the stem's 7x7 convolution and the final linear layer change size; count their weights and "
+             "biases before and after, and add the difference to this notebook's count.",
+        why="The stem's convolution gains 2 x 64 x 7 x 7 = 6,272 weights, the linear layer 90 x 512 weights and 90 "
+            "biases = 46,170; everything between is unchanged.",
+    ),
+})

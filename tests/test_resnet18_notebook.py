@@ -7,7 +7,9 @@ a copy in data/) at its native 28x28 pixels, on the CPU with one thread, with th
 (SGD lr 0.05, no momentum): see LEARNING below.
 """
 
+import json
 import math
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pytest
@@ -21,11 +23,14 @@ from helpers import (
     set_all_seeds,
     show_feature_maps,
     show_first_layer_filters,
+    show_solution,
+    solutions,
     train_model,
 )
 from tests.notebook_code import code_cell, notebook_namespace
 
 NOTEBOOK = "04_resnet18_fashion_mnist.ipynb"
+ROOT = Path(__file__).resolve().parent.parent
 STAGES = [(64, 2), (128, 2), (256, 2), (512, 2)]  # (channels, blocks) of ResNet-18
 
 # The learning test: 10,000 training images (9,000 to train, 1,000 to validate), 3 epochs, batches of 128,
@@ -274,7 +279,7 @@ def test_explain_figures_show_the_shapes_the_text_states(notebook):
 
 
 def test_exercise_checks_say_not_attempted_pass_and_fail_without_the_answer(notebook, capsys):
-    check = code_cell(NOTEBOOK, "check_answer(")
+    check = code_cell(NOTEBOOK, "check_quiz(")
     stage3 = part_shapes(notebook["resnet18"](), 100)["stage3"]
     parameters = resnet18_parameters_by_formula(num_classes=100, input_channels=3)
     assert stage3 == (256, 7, 7)  # 100 -> 50 (stem convolution) -> 25 (max-pool) -> 13 (stage 2) -> 7 (stage 3)
@@ -287,6 +292,49 @@ def test_exercise_checks_say_not_attempted_pass_and_fail_without_the_answer(note
     said = capsys.readouterr().out
     assert said.count("FAIL") == 2 and "PASS" not in said
     assert "(256, 7, 7)" not in said and f"{parameters}" not in said and f"{parameters:,}" not in said
+
+
+def test_the_check_cell_holds_only_the_names_and_the_answers():
+    """The expected answers are worked out in helpers/solutions.py, never in the cell the student reads."""
+    check = code_cell(NOTEBOOK, "check_quiz(")
+    assert check.split() == ['check_quiz("resnet18_stage3_at_100",', "STAGE3_SHAPE_AT_100)",
+                             'check_quiz("resnet18_parameters_cifar100",', "PARAMETERS_3_CHANNELS_100_CLASSES);"]
+
+
+def test_the_worked_answers_are_what_the_notebooks_network_gives(notebook):
+    """solutions.py works the answers out by hand; the notebook's own network must agree."""
+    with torch.device("meta"):
+        assert solutions.resnet18_stage3_at_100() == part_shapes(notebook["resnet18"](), 100)["stage3"]
+        network = notebook["resnet18"](num_classes=100, input_channels=3)
+    assert solutions.resnet18_parameters_cifar100() == sum(p.numel() for p in network.parameters())
+
+
+@pytest.mark.parametrize("name", ["resnet18_stage3_at_100", "resnet18_parameters_cifar100"])
+def test_show_solution_explains_each_quiz_answer(name, capsys):
+    show_solution(name)
+    shown = capsys.readouterr().out
+    expected = solutions.QUIZ[name].answer()
+    assert f"Answer: {expected!r}" in shown and f"def {name}():" in shown and "Why: " in shown
+
+
+def test_the_text_quotes_the_recorded_overshoot():
+    """Notebook 04 quotes notebook 03's real-CIFAR record: the quoted range must be the recorded one."""
+    record = json.loads((ROOT / "docs" / "real_cifar" / "first_steps.json").read_text())
+    highest = [max(runs["ResNet-34"]["losses"][:10]) for runs in record["seeds"].values()]
+    text = " ".join(markdown_text().split())
+    assert f"overshoots to between {min(highest):.1f} and {max(highest):.1f} within its first 10 steps" in text
+    assert len(highest) == 3 and "at each of three recorded seeds" in text
+
+
+def markdown_text() -> str:
+    cells = json.loads((ROOT / "notebooks" / NOTEBOOK).read_text())["cells"]
+    return "\n".join("".join(cell["source"]) for cell in cells if cell["cell_type"] == "markdown")
+
+
+def test_the_diagram_and_its_title_use_one_notation():
+    drawing = code_cell(NOTEBOOK, "draw_residual_block(")
+    title = drawing[drawing.index("title="):]
+    assert "x" in title and "X" not in title.replace("title=", "")  # the figure's box says "input x"
 
 
 # --------------------------------------------------------------------------- it learns, on real data
@@ -321,3 +369,15 @@ def test_learns_on_real_fashion_mnist(notebook, fashion_mnist_subset, one_cpu_th
     print(f"ResNet-18: test accuracy {history.test_acc:.2f}% after {LEARNING['num_epochs']} epochs on "
           f"{LEARNING['num_images']:,} Fashion-MNIST images")
     assert history.test_acc >= MIN_TEST_ACCURACY
+
+
+def test_the_strided_layers_take_28_pixels_down_to_one_as_the_text_says(notebook):
+    """28 -> 14 (stem convolution) -> 7 (max-pool) -> 4 -> 2 -> 1 (the first convolution of stages 2 to 4)."""
+    model = notebook["resnet18"]()
+    strided = [module for module in model.modules()
+               if isinstance(module, (nn.Conv2d, nn.MaxPool2d)) and module.stride in (2, (2, 2))
+               and not (isinstance(module, nn.Conv2d) and module.kernel_size == (1, 1))]  # shortcuts run beside
+    assert len(strided) == 5
+    widths = part_shapes(model, 28)
+    assert [widths[part][-1] for part in ("stem", "stage1", "stage2", "stage3", "stage4")] == [7, 7, 4, 2, 1]
+    assert "28 -> 14 -> 7 -> 4 -> 2 -> 1" in " ".join(markdown_text().split())

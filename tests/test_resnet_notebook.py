@@ -1,16 +1,29 @@
 """The ResNet notebook's own networks are torchvision's ResNets, checked independently; its exercise check works."""
 
+import json
 import math
+import re
+from pathlib import Path
 
 import pytest
 import torch
 import torchvision
 from torch import nn
 
-from helpers import check_bottleneck, check_fix, count_weighted_layers, grad_cam, solutions
-from tests.notebook_code import notebook_namespace
+from helpers import (
+    check_bottleneck,
+    check_fix,
+    convolution_kinds,
+    count_weighted_layers,
+    grad_cam,
+    parameters_per_part,
+    show_solution,
+    solutions,
+)
+from tests.notebook_code import NOTEBOOKS, notebook_namespace
 
 NOTEBOOK = "03_resnet34_cifar10.ipynb"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +289,8 @@ def test_shape_changes_names_what_each_part_does(notebook):
 # Spot the bug: the notebook's own broken code, its shipped copies, the solutions and typical half-fixes.
 
 BUGS = ["FixedBlock1", "FixedBlock2", "FixedBlock3", "fixed_shortcut4", "FixedResNet5", "FixedResNet6",
-        "FixedResNet7", "FixedResNet8"]
+        "FixedResNet7", "FixedResNet8", "FixedResNet9", "FixedResNet10"]
+LECTURE_BUGS = {1, 2, 3, 4, 9, 10}  # made and fixed in the live-coding lecture; the others are added
 
 
 def broken_name(name: str) -> str:
@@ -321,7 +335,32 @@ def branch_relu_removed_but_none_after_the_sum(self, x):
     return self.bn2(self.conv2(self.relu(self.bn1(self.conv1(x))))) + identity
 
 
+def unpacked_in_forward_only(self, x):
+    pool, fc = self.classifier  # runs, but these two modules are not registered: torchvision's weights miss them
+    return fc(pool(x))
+
+
+def a_tuple_made_a_sequential(self, block, layers, num_classes=1000):
+    super(type(self), self).__init__(block, layers, num_classes)
+    self.classifier = nn.Sequential(*solutions._create_classifier(512 * block.expansion, num_classes))
+
+
+def a_two_pixel_max_pool(self, block, layers, num_classes=1000):
+    super(type(self), self).__init__(block, layers, num_classes)
+    self.maxpool = nn.MaxPool2d(kernel_size=2, stride=2)  # the sizes are right (32 -> 16), the windows are not
+
+
+def forward_head_through_classifier(self, x):
+    return self.classifier(x)
+
+
 @pytest.mark.parametrize(("name", "method", "why"), [
+    ("FixedResNet10", {"forward_head": unpacked_in_forward_only},
+     "with the same weights the two models compute different outputs"),
+    ("FixedResNet10", {"__init__": a_tuple_made_a_sequential, "forward_head": forward_head_through_classifier},
+     "classifier.1.weight"),
+    ("FixedResNet9", {"__init__": a_two_pixel_max_pool},
+     "with the same weights the two models compute different outputs"),
     ("FixedResNet5", {"_make_layer": stride_on_the_block_only}, "raised RuntimeError: The size of tensor a"),
     ("FixedResNet7", {"forward_features": max_pool_without_padding},
      "layer1 gives maps of (64, 15, 15), where ResNet-34's layer1 gives (64, 16, 16)"),
@@ -329,7 +368,127 @@ def branch_relu_removed_but_none_after_the_sum(self, x):
      "with the same weights the two models compute different outputs"),
 ])
 def test_a_half_fix_fails_with_the_reason(shipped, capsys, name, method, why):
-    base = shipped["ResNet"] if name.startswith("FixedResNet") else solutions.FixedBlock2
+    base = shipped[broken_name(name)] if name == "FixedResNet10" else (
+        shipped["ResNet"] if name.startswith("FixedResNet") else solutions.FixedBlock2)
     assert check_fix(name, type(name, (base,), method), shipped[broken_name(name)]) is False
     output = capsys.readouterr().out
     assert output.startswith("FAIL: ") and why in output
+
+
+def markdown_text() -> str:
+    """The notebook's markdown, with its lines joined: a quoted sentence may be wrapped anywhere."""
+    return " ".join(" ".join(cell_sources("markdown")).split())
+
+
+def cell_sources(kind: str) -> list[str]:
+    return ["".join(cell["source"]) for cell in json.loads((NOTEBOOKS / NOTEBOOK).read_text())["cells"]
+            if cell["cell_type"] == kind]
+
+
+def test_the_text_says_which_bugs_are_the_lectures():
+    text = markdown_text()
+    for number in range(1, len(BUGS) + 1):
+        origin = "the lecture's" if number in LECTURE_BUGS else "added"
+        assert f"**Bug {number} ({origin}):" in text, number
+    assert "fixed six of the ten bugs below" in text and len(LECTURE_BUGS) == 6 and len(BUGS) == 10
+
+
+def test_bug_10_shows_the_lectures_error(shipped):
+    model = shipped["BrokenResNet10"](torchvision.models.resnet.BasicBlock, [3, 4, 6, 3], num_classes=10)
+    with pytest.raises(TypeError, match="'tuple' object is not callable"):
+        model(small_images())
+
+
+def test_bug_9_is_one_pixel_short_where_the_paper_has_56(shipped):
+    with torch.device("meta"):
+        model = shipped["BrokenResNet9"](torchvision.models.resnet.BasicBlock, [3, 4, 6, 3], num_classes=10)
+    assert stage_widths(model, 64) == [15, 8, 4, 2]
+    assert shipped["resnet34"](10).maxpool.padding == 1  # the correct stem has it: the bug is bug 9's own
+
+
+def test_the_create_classifier_stand_in_returns_what_timms_returns(shipped):
+    timm_layers = pytest.importorskip("timm.layers", reason="timm is not installed")
+    ours, theirs = shipped["create_classifier"](512, 10), timm_layers.create_classifier(512, 10)
+    assert type(ours) is type(theirs) is tuple and len(ours) == len(theirs) == 2
+    assert isinstance(ours[1], nn.Linear) and isinstance(theirs[1], nn.Linear)
+    features = torch.randn(2, 512, 2, 2, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(ours[0](features), theirs[0](features))  # both pool and flatten to (2, 512)
+
+
+def exercise_names_checked(kind_of_check: str) -> list[str]:
+    """The exercise names the notebook's check cells pass, e.g. check_fix("FixedBlock1", ...)."""
+    return [name for source in cell_sources("code") for name in re.findall(kind_of_check + r'\("(\w+)"', source)]
+
+
+def test_show_solution_answers_every_exercise_and_quiz_of_the_notebook(capsys):
+    names = exercise_names_checked("check_fix") + exercise_names_checked("check_quiz") + ["Bottleneck"]
+    assert sorted(names) == sorted([*BUGS, "conv1d_positions", "Bottleneck"])
+    assert any("check_bottleneck(Bottleneck" in source for source in cell_sources("code"))
+    for name in names:
+        show_solution(name)
+        shown = capsys.readouterr().out
+        assert "def " in shown or "Answer: " in shown, name
+
+
+# The real-CIFAR record that the BatchNorm section quotes (docs/real_cifar/first_steps.json).
+
+def first_steps_rows(record: dict) -> str:
+    """The section's table: per seed, ResNet-34's highest loss of the first 10 steps and its test accuracy."""
+    rows = ["| seed | highest loss of the first 10 steps | test accuracy after 25 / 50 / 100 steps |",
+            "|---|---|---|"]
+    for seed, runs in sorted(record["seeds"].items()):
+        run = runs["ResNet-34"]
+        accuracies = " / ".join(f"{run['test_accuracy'][step]:.1f}" for step in ("25", "50", "100"))
+        rows.append(f"| {seed} | {max(run['losses'][:10]):.2f} | {accuracies}% |")
+    return "\n".join(rows)
+
+
+def test_the_batchnorm_section_quotes_the_recorded_first_steps():
+    record = json.loads((ROOT / "docs" / "real_cifar" / "first_steps.json").read_text())
+    runs = {seed: result["ResNet-34"] for seed, result in record["seeds"].items()}
+    assert first_steps_rows(record) in "\n".join(cell_sources("markdown"))
+    highest = [max(run["losses"][:10]) for run in runs.values()]
+    text = markdown_text()
+    assert f"the loss overshoots to between {min(highest):.1f} and {max(highest):.1f}, far above" in text
+    # "After 100 steps (25,600 images) seed 1 has left chance, and seeds 2 and 3 have not": within 2 points of 10%.
+    left_chance = [seed for seed, run in sorted(runs.items()) if run["test_accuracy"]["100"] > 12.0]
+    assert left_chance == ["1"] and runs["1"]["batch_size"] * 100 == 25_600
+    assert "After 100 steps (25,600 images) seed 1 has left chance, and seeds 2 and 3 have not" in text
+    assert all(run["learning_rate"] == 0.1 and run["batch_size"] == 256 for run in runs.values())
+
+
+# The numbers of the deeper ResNets that the text states (the notebook prints them; the checks live here).
+
+def test_the_deeper_resnets_numbers_stated_in_the_text(notebook):
+    with torch.device("meta"):
+        networks = {name: notebook[name](10) for name in ("resnet34", "resnet50", "resnet101", "resnet152")}
+    assert convolution_kinds(networks["resnet34"]) == {"7x7": 1, "3x3": 32, "1x1 shortcut": 3}
+    assert convolution_kinds(networks["resnet50"]) == {"7x7": 1, "1x1": 32, "3x3": 16, "1x1 shortcut": 4}
+    parameters = {name: parameters_per_part(network) for name, network in networks.items()}
+    difference = {part: parameters["resnet50"][part] - parameters["resnet34"][part] for part in parameters["resnet50"]}
+    on_shortcuts = sum(change for part, change in difference.items() if part.endswith("shortcut"))
+    on_main_paths = sum(difference[f"layer{i}"] for i in range(1, 5))
+    blocks = (num_parameters(notebook["Bottleneck"](256, 64)), num_parameters(notebook["BasicBlock"](64, 64)))
+    assert sum(difference.values()) == 2_238_720 == num_parameters(networks["resnet50"]) - 21_289_802
+    assert num_parameters(networks["resnet50"]) == 23_528_522
+    assert difference["fc"] == 15_360 == (2_048 - 512) * 10
+    assert on_shortcuts == 2_602_752 and on_main_paths == -379_392 and difference["stem"] == 0
+    assert all(difference[f"layer{i}"] < 0 for i in range(1, 5))
+    assert parameters["resnet50"]["layer4 shortcut"] == 2_101_248 == 1_024 * 2_048 + 2 * 2_048
+    assert parameters["resnet50"]["layer1 shortcut"] == 64 * 256 + 2 * 256  # turns 64 channels into 256
+    assert blocks == (70_400, 73_984)
+    assert all(parameters[name][part] == parameters["resnet50"][part] for name in ("resnet101", "resnet152")
+               for part in parameters["resnet50"] if part not in ("layer2", "layer3"))
+    text = markdown_text()
+    for number in ("23,528,522", "2,238,720", "21,289,802", "15,360", "379,392", "70,400", "73,984", "2,602,752",
+                   "2,101,248"):
+        assert number in text, number
+
+
+def test_the_correct_listings_stay_folded_so_that_the_symptoms_come_first():
+    """Spot the bug: the correct code is folded (Jupyter and Colab), so each exercise is read from its symptom."""
+    cells = json.loads((NOTEBOOKS / NOTEBOOK).read_text())["cells"]
+    for name in ("def conv3x3(", "class BasicBlock(nn.Module):", "class ResNet(nn.Module):"):
+        [cell] = [cell for cell in cells if cell["cell_type"] == "code" and name in "".join(cell["source"])]
+        assert cell["metadata"]["jupyter"]["source_hidden"] is True and cell["metadata"]["cellView"] == "form"
+        assert cell["source"][0].startswith("# @title ") and "folded" in cell["source"][0]
