@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .device_pipeline import resize_images
+from .checks import check_labels
+from .device_pipeline import SPLIT_NAMES, check_images, labels_named, resize_images
 from .environment import get_device
 from .fingerprint import content_hash
 from .recipe import ImageRecipe
@@ -18,11 +19,16 @@ from .recipe import ImageRecipe
 class ImageTensorDataset(Dataset):
     """uint8 images served one by one as PIL images through torchvision transforms, as torchvision does.
 
-    `recipe` and `train` record where the transform came from, when it came from an ImageRecipe.
+    `recipe` and `train` record where the transform came from, when it came from an ImageRecipe. Images must be
+    uint8 (N, C, H, W) and labels int64 classes 0 to len(classes) - 1, checked here; split names the split in
+    those messages ("test").
     """
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, classes, transform=None, *,
-                 name: str | None = None, recipe: ImageRecipe | None = None, train: bool = False):
+                 name: str | None = None, recipe: ImageRecipe | None = None, train: bool = False,
+                 split: str | None = None):
+        check_images(images, split)
+        check_labels(labels, len(classes), labels_named(split))
         self.content_hash = content_hash(images, labels)
         self.source = images  # (N, C, H, W), as given
         self.images = images.permute(0, 2, 3, 1).numpy()  # HWC, what PIL expects
@@ -107,7 +113,7 @@ def classic_loaders(name, splits: dict, classes, batch_size, recipe: ImageRecipe
         custom = train_transforms if train else test_transforms
         transform = custom or (recipe.train_transforms() if train else recipe.test_transforms())
         dataset = ImageTensorDataset(images, labels, classes, transform, name=name,
-                                     recipe=None if custom else recipe, train=train)
+                                     recipe=None if custom else recipe, train=train, split=SPLIT_NAMES[split])
         loaders.append(ClassicLoader(
             dataset, synthetic=synthetic, batch_size=batch_size, shuffle=train,
             drop_last=train and len(dataset) >= batch_size, num_workers=num_workers, pin_memory=pin_memory,

@@ -7,10 +7,36 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from .checks import check_batch_size
+from .checks import check_batch_size, check_labels
 from .environment import get_device
 from .fingerprint import content_hash
 from .recipe import ImageRecipe
+
+SPLIT_NAMES = {"train": "training", "valid": "validation", "test": "test"}  # for messages
+
+
+def check_images(images, split: str | None = None) -> None:
+    """Images as both pipelines take them: uint8 (N, C, H, W), 0 to 255 as decoded; they scale them themselves."""
+    what = f"The {split} images" if split else "The images"
+    if not isinstance(images, torch.Tensor) or images.ndim != 4:
+        got = f"shape {tuple(images.shape)}" if isinstance(images, torch.Tensor) else f"a {type(images).__name__}"
+        fix = ": add grey images' channel dimension with images.unsqueeze(1)" if getattr(images, "ndim", 0) == 3 else ""
+        raise ValueError(f"{what} must be a tensor of shape (N, C, H, W), e.g. (50000, 3, 32, 32) (got {got}){fix}.")
+    if images.dtype == torch.uint8:
+        return
+    if images.is_floating_point() and images.numel() and float(images.max()) <= 1:
+        # Scaled to [0, 1] already: the loader's own division by 255 would leave them almost black.
+        raise TypeError(f"{what} are {images.dtype} in [0, 1], already scaled, but the loaders take uint8 pixels "
+                        "(0 to 255) and scale them themselves: pass the uint8 images, or convert these with "
+                        "(images * 255).round().to(torch.uint8).")
+    raise TypeError(f"{what} are {images.dtype}, but the loaders take uint8 pixels (0 to 255) and scale them "
+                    "themselves: pass the uint8 images, or convert these with "
+                    "images.round().clamp(0, 255).to(torch.uint8).")
+
+
+def labels_named(split: str | None) -> str:
+    """How messages about a split's labels begin: "The test labels", or "The labels"."""
+    return f"The {split} labels" if split else "The labels"
 
 
 def resize_images(images: torch.Tensor, size: int, chunk_size: int = 2048) -> torch.Tensor:
@@ -29,13 +55,16 @@ class DeviceLoader:
     Yields (images, labels) like a DataLoader, and like one has batch_size and a dataset. The
     recipe's resize is applied once, here. Order, crops and flips come from torch's global random
     generator, as a DataLoader's do, so that set_all_seeds() repeats them; pass seed= to give the
-    loader a generator of its own.
+    loader a generator of its own. Images must be uint8 (N, C, H, W) and labels int64 classes 0 to
+    len(classes) - 1, checked here; split names the split in those messages ("test").
     """
 
     def __init__(self, images, labels, batch_size, recipe: ImageRecipe, classes, *, train=False,
                  shuffle=False, drop_last=False, seed: int | None = None, device=None, name: str | None = None,
-                 synthetic: bool = False):
+                 synthetic: bool = False, split: str | None = None):
         self.batch_size = check_batch_size(batch_size)
+        check_images(images, split)
+        check_labels(labels, len(classes), labels_named(split))
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels: give one label per image.")
         recipe.check_channels(images.shape[1])
@@ -186,5 +215,6 @@ def device_loaders(name, splits: dict, classes, batch_size, recipe: ImageRecipe,
     for split, (images, labels) in splits.items():
         train = split == "train"
         loaders.append(DeviceLoader(images, labels, batch_size, recipe, classes, train=train, shuffle=train,
-                                    drop_last=train, device=device, name=name, synthetic=synthetic))
+                                    drop_last=train, device=device, name=name, synthetic=synthetic,
+                                    split=SPLIT_NAMES[split]))
     return tuple(loaders)

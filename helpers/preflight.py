@@ -4,7 +4,11 @@ with a sentence that says what to do."""
 from __future__ import annotations
 
 import torch
+from torch.utils.data import Subset, TensorDataset
 
+from .checks import check_labels
+from .classic_pipeline import ClassicLoader
+from .device_pipeline import DeviceLoader
 from .evaluation import eval_mode
 from .loaders import class_names, sample_images
 from .scheduling import check_scheduler
@@ -14,7 +18,7 @@ ROLES = ("train_loader", "valid_loader", "test_loader")
 
 
 def check_loaders(train_loader, valid_loader, test_loader) -> None:
-    """A validation loader is required; every loader given must give at least one batch."""
+    """A validation loader is required; every loader given must give at least one batch, with labels that fit."""
     if valid_loader is None:
         raise ValueError("train_model needs a valid_loader: it picks the best epoch by validation accuracy. "
                          "The get_dataloaders_* functions return (train_loader, valid_loader, test_loader).")
@@ -22,6 +26,47 @@ def check_loaders(train_loader, valid_loader, test_loader) -> None:
         if loader is not None and len(loader) == 0:
             raise ValueError(f"The {role} gives no batches: its dataset is empty, or smaller than one batch with "
                              "drop_last=True. Check the data it was built from, and the batch size.")
+    num_classes = _number_of_classes(train_loader)
+    for role, loader in zip(ROLES, (train_loader, valid_loader, test_loader)):
+        check_foreign_labels(loader, num_classes, role)
+
+
+def check_foreign_labels(loader, num_classes: int | None, role: str) -> None:
+    """The labels of a loader these helpers did not build, where they can be read without a pass over its images.
+
+    get_dataloaders's loaders check theirs when they are made. A TensorDataset serves its labels tensor as it is:
+    all of check_labels applies. A dataset's `targets` (torchvision's) may be converted as items are served, so
+    only their values are checked, and not at all under a target_transform. Other datasets are not checked.
+    """
+    if loader is None or isinstance(loader, (DeviceLoader, ClassicLoader)):
+        return
+    dataset, indices = getattr(loader, "dataset", None), None
+    if isinstance(dataset, Subset):
+        dataset, indices = dataset.dataset, list(dataset.indices)
+    if isinstance(dataset, TensorDataset) and len(dataset.tensors) == 2:
+        labels = dataset.tensors[1]
+    elif getattr(dataset, "target_transform", None) is None:
+        labels = _integer_targets(dataset)
+    else:
+        labels = None
+    if labels is not None:
+        check_labels(labels if indices is None else labels[indices], num_classes, f"The labels of the {role}")
+
+
+def _integer_targets(dataset) -> torch.Tensor | None:
+    """A dataset's `targets` as an int64 tensor, when they are whole numbers; else None."""
+    try:
+        targets = torch.as_tensor(getattr(dataset, "targets", None))
+    except (TypeError, ValueError, RuntimeError):  # none, or not numbers
+        return None
+    return targets.long() if targets.ndim == 1 and not targets.is_floating_point() else None
+
+
+def _number_of_classes(loader) -> int | None:
+    try:
+        return len(class_names(loader))
+    except ValueError:  # a loader that does not say its classes: check_shapes asks for them
+        return None
 
 
 def check_optimizer(model, optimizer, scheduler, total_batches: int) -> None:

@@ -107,7 +107,6 @@ class _Run:
         self.best_state = None
         self.tested_on = None  # the test data's signature when history.test_acc was measured
         self.rng = None  # the random states at the end of the last finished epoch
-        self.unsaved_epoch = False  # the last epoch is written together with the final test's result
         self.stage = "before training started"  # where a Ctrl-C would stop it, for its message
 
     def resume(self, state: dict) -> None:
@@ -164,11 +163,9 @@ class _Run:
             "epoch_times": time.perf_counter() - start, "train_images": train_images,
         })
         self.rng = capture_rng_states([self.train_loader])
-        last = epoch == self.settings.num_epochs and self.test_loader is not None
-        if last:
-            self.unsaved_epoch = True  # written once, with the test accuracy, by finish()
-        else:
-            self.checkpoint.save(self._parts(), epoch, after=f"epoch {epoch}")
+        # Every epoch, the last one too, is saved before anything else can fail (the final test): a rerun then
+        # tests it again instead of training it again.
+        self.checkpoint.save(self._parts(), epoch, after=f"epoch {epoch}")
         progress.finish(f"Epoch {epoch:03d}/{self.settings.num_epochs:03d} | loss {self.history.train_loss[-1]:.4f} | "
                         f"train {train_acc:.2f}% | valid {valid_acc:.2f}% | {self.history.epoch_times[-1]:.1f} s")
         new_lr = current_lrs(self.optimizer)[0]
@@ -298,7 +295,7 @@ class _Run:
         retest = self.test_loader is not None and (
             not already_done or history.test_acc is None or test_data != self.tested_on)
         # The checkpoint keeps the last epoch's weights, so that a longer run continues exactly.
-        last_weights = weights_copy(self.model) if self.unsaved_epoch or retest else None
+        last_weights = weights_copy(self.model) if retest else None
         self.model.load_state_dict(self.best_state)
         print(f"Best validation accuracy {accuracy_text(history.best_valid_acc, num_images(self.valid_loader))} "
               f"at epoch {history.best_epoch}; "
@@ -309,21 +306,19 @@ class _Run:
             self.tested_on = test_data
         if history.test_acc is not None:
             print(f"Test accuracy: {accuracy_text(history.test_acc, num_images(self.test_loader))}")
-        if self.unsaved_epoch or retest:
+        if retest:
             self._save_final(last_weights, already_done)
         return history
 
     def _save_final(self, last_weights: dict, already_done: bool) -> None:
-        after = "the final test" if already_done else f"epoch {self.history.num_epochs} and the final test"
         try:
-            self.checkpoint.save(self._parts(last_weights), self.history.num_epochs, after=after)
+            self.checkpoint.save(self._parts(last_weights), self.history.num_epochs, after="the final test")
         except CheckpointError as error:
             if not already_done:
                 raise
             # A finished run, loaded from a folder we may not write (a shared copy): the result stands.
             print(f"The test accuracy could not be saved in {self.checkpoint.path} ({error.reason or error}), "
                   "so loading this run again will test it again.")
-        self.unsaved_epoch = False
 
 
 class _NoScaler:

@@ -205,7 +205,8 @@ def _compare(deeper: float, shallower: float) -> str:
 def whole_schedule_findings(record: dict) -> str:
     """Markdown bullets, one per question of the paper that the record can answer, with the numbers behind each:
     the last epoch's training error of the two networks compared, at every seed that has both."""
-    questions = (("plain-56", "plain-20", "Does the deeper plain network end with a higher training error (degradation)?"),
+    questions = (("plain-56", "plain-20",
+                  "Does the deeper plain network end with a higher training error (degradation)?"),
                  ("ResNet-56", "plain-56", "Does ResNet-56 end below its plain twin?"),
                  ("ResNet-56", "ResNet-20", "Does ResNet-56 end below ResNet-20?"))
     bullets = []

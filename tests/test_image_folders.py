@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -289,3 +295,175 @@ def test_the_missing_data_error_says_an_image_folder_is_accepted(empty_data_dir)
     with pytest.raises(DatasetUnavailableError) as error:
         load_dataset("cifar10", download=False, smoke_test=False)
     assert "image folder" in str(error.value) and str(empty_data_dir / "cifar10-jpeg") in str(error.value)
+
+
+# ----------------------------------------------------------------- the cache, guarded
+
+
+def test_a_flipped_byte_in_the_cache_is_caught_and_the_images_decoded_again(folder, capsys):
+    expected = read(folder)
+    (cache,) = cache_files(folder)
+    content = bytearray(cache.read_bytes())
+    pixels = expected["train_images"][5].numpy().tobytes()  # random pixels: found once in the file, as stored
+    where = content.index(pixels[:64]) + 10
+    content[where] ^= 0x01
+    cache.write_bytes(bytes(content))
+    capsys.readouterr()
+    data = read(folder)
+    assert all(torch.equal(expected[key], data[key]) for key in expected)
+    lines = capsys.readouterr().out.splitlines()
+    assert "does not match its checksum" in lines[0] and str(cache) in lines[0] and "Decoding 50" in lines[1]
+
+
+def test_a_cache_edited_by_hand_is_caught_even_with_its_checksum_redone(folder, capsys):
+    expected = read(folder)
+    (cache,) = cache_files(folder)
+    contents = torch.load(cache, weights_only=True)
+    tensors = contents.get("tensors", contents)
+    tensors["train_labels"][:3] = 9  # the aeroplanes relabelled as trucks
+    if "sha256" in contents:
+        contents["sha256"] = image_folders.checksum(tensors)
+    torch.save(contents, cache)
+    capsys.readouterr()
+    assert torch.equal(read(folder)["train_labels"], expected["train_labels"])
+    assert "decoding the images again" in capsys.readouterr().out
+
+
+def save_uncompressed(pixels: np.ndarray, path) -> None:
+    """A PNG without compression: its size depends on the image's shape alone, as a replacement's might."""
+    Image.fromarray(pixels).save(path, compress_level=0)
+
+
+def test_a_file_replaced_keeping_its_size_and_time_is_decoded_again(folder, tmp_path):
+    """cp -p, rsync -t and tar keep the size and modification time; the change time (ctime) still moves."""
+    generator = np.random.default_rng(7)
+    target = folder / "train" / "airplane" / "0.png"
+    save_uncompressed(random_image(generator), target)
+    before = os.stat(target)
+    read(folder)
+    new_pixels = random_image(generator)
+    replacement = tmp_path / "replacement.png"
+    save_uncompressed(new_pixels, replacement)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    shutil.copy2(replacement, target)  # what cp -p does
+    after = os.stat(target)
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    assert after.st_ctime_ns != before.st_ctime_ns  # set by the system: the cache key's witness
+    assert torch.equal(read(folder)["train_images"][0], torch.from_numpy(new_pixels).permute(2, 0, 1))
+
+
+def test_a_symlinked_cache_folder_is_written_through_but_nothing_there_is_deleted(folder, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    unrelated = [elsewhere / "0123456789abcdef01234567.pt", elsewhere / "model.pt"]
+    for path in unrelated:
+        path.write_bytes(b"someone else's file")
+    (folder / CACHE_FOLDER).symlink_to(elsewhere)
+    first = read(folder)
+    (folder / "train" / "airplane" / "0.png").unlink()  # a new key: the older cache would be stale
+    assert torch.equal(read(folder)["train_images"], first["train_images"][1:])
+    assert all(path.read_bytes() == b"someone else's file" for path in unrelated)
+    image_folders.remove_cache(folder)
+    assert not (folder / CACHE_FOLDER).exists() and all(path.exists() for path in unrelated)
+
+
+DECODE_THAT_STOPS_WRITING = """
+import os, signal, sys, time
+import torch
+from helpers import image_folders
+from helpers.datasets import DATASETS
+
+def stops_while_writing(obj, file, *args, **kwargs):
+    file.write(b"half a cache")
+    file.flush()
+    if sys.argv[2] == "killed":
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(600)  # a slow disk: the writer is alive
+
+torch.save = stops_while_writing
+info = DATASETS["cifar10"]
+image_folders.read_image_folder(sys.argv[1], info.classes, info.shape, name=info.name)
+"""
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def decode_in_another_process(folder, how: str, wait: bool = True):
+    """A second Python process that decodes the folder and stops in the middle of writing the cache."""
+    command = [sys.executable, "-c", DECODE_THAT_STOPS_WRITING, str(folder), how]
+    options = dict(cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    return subprocess.run(command, timeout=300, **options) if wait else subprocess.Popen(command, **options)
+
+
+def temporaries(folder) -> list:
+    return sorted((folder / CACHE_FOLDER).glob(".*.tmp"))
+
+
+def test_the_temporary_file_of_a_killed_decode_is_removed_by_the_next_load(folder):
+    killed = decode_in_another_process(folder, "killed")
+    assert killed.returncode == -signal.SIGKILL and len(temporaries(folder)) == 1
+    read(folder)
+    assert temporaries(folder) == [] and len(cache_files(folder)) == 1
+
+
+def test_only_temporaries_whose_writer_is_gone_are_removed(folder):
+    with decode_in_another_process(folder, "alive", wait=False) as writer:
+        try:
+            deadline = time.monotonic() + 300
+            while not temporaries(folder) and writer.poll() is None and time.monotonic() < deadline:
+                time.sleep(0.05)
+            (writing,) = temporaries(folder)
+            key = writing.name.split(".")[1]
+            other_machine = folder / CACHE_FOLDER / f".{key}.{writer.pid}@another-machine.abcd1234.tmp"
+            old_other_machine = folder / CACHE_FOLDER / f".{key}.{writer.pid}@another-machine.efgh5678.tmp"
+            old_unnamed = folder / CACHE_FOLDER / f".{key}.ijkl9012.tmp"  # an older version named no writer
+            two_days_ago = time.time() - 2 * 24 * 3600
+            for path in (other_machine, old_other_machine, old_unnamed):
+                path.write_bytes(b"being written")
+            for path in (old_other_machine, old_unnamed):
+                os.utime(path, (two_days_ago, two_days_ago))
+            read(folder)
+            assert temporaries(folder) == sorted([writing, other_machine])  # kept: their writers may be alive
+        finally:
+            writer.kill()
+    read(folder)
+    assert temporaries(folder) == [other_machine]  # its writer, on another machine, cannot be asked yet
+
+
+# ----------------------------------------------------------------- symbolic links and empty class folders
+
+
+def test_a_symlink_to_an_image_elsewhere_is_read_and_its_changes_are_seen(folder, tmp_path):
+    generator = np.random.default_rng(8)
+    outside = tmp_path / "elsewhere" / "plane.png"
+    outside.parent.mkdir()
+    old_pixels = random_image(generator)
+    save_uncompressed(old_pixels, outside)
+    (folder / "train" / "airplane" / "5.png").symlink_to(outside)  # after 0.png and 1.png
+    before = os.stat(outside)
+    assert torch.equal(read(folder)["train_images"][2], torch.from_numpy(old_pixels).permute(2, 0, 1))
+    replacement = tmp_path / "replacement.png"
+    new_pixels = random_image(generator)
+    save_uncompressed(new_pixels, replacement)
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    shutil.copy2(replacement, outside)
+    assert torch.equal(read(folder)["train_images"][2], torch.from_numpy(new_pixels).permute(2, 0, 1))
+
+
+@pytest.mark.parametrize("link, message", [
+    ("loop.png", "is a symbolic link that loops back on itself"),
+    ("{tmp}/missing.png", "is a symbolic link to .*missing.png, which does not exist"),
+    ("/dev/zero", "has an image's name but is a device \\(through a symbolic link to /dev/zero\\)"),
+], ids=["self-loop", "dangling", "dev-zero"])
+def test_a_symlink_that_is_no_image_is_refused_with_its_path(folder, tmp_path, link, message):
+    path = folder / "test" / "cat" / "loop.png"
+    path.symlink_to(link.format(tmp=tmp_path))
+    with pytest.raises(ImageFolderError, match=re.escape(str(path)) + " " + message):
+        read(folder)
+
+
+def test_an_empty_class_folder_is_refused_with_its_name(folder):
+    for path in (folder / "train" / "deer").iterdir():
+        path.unlink()
+    with pytest.raises(ImageFolderError, match=re.escape(str(folder / "train")) + " has class folders without "
+                                               "images: deer"):
+        read(folder)

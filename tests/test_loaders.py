@@ -281,6 +281,68 @@ def test_data_in_memory_is_served_as_given(monkeypatch):
     assert train.classes == data.classes and data_signature(train)["dataset"] == "my_images"
 
 
+# ----------------------------------------------------------------- labels and images, checked when loaders are made
+
+
+def with_test_labels(data, change):
+    """The data with its test labels changed by change(labels) (a seeded copy: the training labels stay good)."""
+    return data._replace(test_labels=change(data.test_labels.clone()))
+
+
+def at_random_places(value):
+    def change(labels):
+        generator = torch.Generator().manual_seed(3)
+        labels[torch.randperm(len(labels), generator=generator)[:5]] = value
+        return labels
+    return change
+
+
+BAD_LABELS = {
+    "-1": (at_random_places(-1), r"The test labels include -1, but classes are numbered from 0"),
+    "-100": (at_random_places(-100), r"The test labels include -100.*ignore_index.*leave those images out"),
+    "10": (at_random_places(10), r"The test labels include class 10, but there are 10 classes, numbered 0 to 9"),
+    "1000": (at_random_places(1000), r"The test labels include class 1000, but there are 10 classes"),
+    "float": (lambda labels: labels.float(), r"The test labels are torch.float32.*torch.long.*labels.long\(\)"),
+    "int32": (lambda labels: labels.int(), r"The test labels are torch.int32.*torch.long.*labels.long\(\)"),
+    "(N, 1)": (lambda labels: labels[:, None], r"The test labels have shape \(70, 1\).*shape \(N,\).*view\(-1\)"),
+}
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+@pytest.mark.parametrize("bad", BAD_LABELS)
+def test_bad_labels_in_one_split_are_refused_when_the_loaders_are_made(pipeline, bad):
+    change, message = BAD_LABELS[bad]
+    data = with_test_labels(make_synthetic_data("cifar10", num_train=100, num_test=70), change)
+    with pytest.raises(ValueError, match=message):
+        get_dataloaders("my_images", 32, data=data, recipe=CIFAR_RECIPE, pipeline=pipeline, num_workers=0,
+                        device="cpu")
+
+
+def test_labels_counting_from_one_are_named_as_such():
+    data = with_test_labels(make_synthetic_data("mnist", num_train=100, num_test=70), lambda labels: labels + 1)
+    with pytest.raises(ValueError, match=r"include class 10.*count from 1: subtract 1"):
+        get_dataloaders("my_images", 32, data=data, device="cpu")
+
+
+@pytest.mark.parametrize("pipeline", ["device", "classic"])
+def test_float_images_already_scaled_are_refused_not_divided_by_255_again(pipeline):
+    data = make_synthetic_data("mnist", num_train=100, num_test=70)
+    scaled = data._replace(train_images=data.train_images.float() / 255)
+    with pytest.raises(TypeError, match=r"The training images are torch.float32 in \[0, 1\], already scaled.*"
+                                        r"\(images \* 255\).round\(\).to\(torch.uint8\)"):
+        get_dataloaders("my_images", 32, data=scaled, pipeline=pipeline, num_workers=0, device="cpu")
+    with pytest.raises(TypeError, match=r"The images are torch.float32 in \[0, 1\], already scaled"):
+        DeviceLoader(scaled.train_images, data.train_labels, 32, ImageRecipe(), data.classes)
+
+
+def test_images_of_another_type_or_without_a_channel_dimension_are_refused():
+    labels = torch.zeros(4, dtype=torch.long)
+    with pytest.raises(TypeError, match=r"The images are torch.float32, but the loaders take uint8 pixels"):
+        DeviceLoader(torch.full((4, 1, 8, 8), 200.0), labels, 2, ImageRecipe(), ["x"])
+    with pytest.raises(ValueError, match=r"shape \(N, C, H, W\).*\(got shape \(4, 8, 8\)\).*unsqueeze\(1\)"):
+        DeviceLoader(torch.zeros(4, 8, 8, dtype=torch.uint8), labels, 2, ImageRecipe(), ["x"])
+
+
 # ----------------------------------------------------------------- like a torch DataLoader
 
 

@@ -23,8 +23,8 @@ from helpers import (
     plot_training_loss,
     print_run_mode,
     print_smoke_banner,
-    smoke_banner_says,
     show_examples,
+    smoke_banner_says,
     train_model,
 )
 from helpers.plotting import running_average

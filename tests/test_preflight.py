@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Subset, TensorDataset
 
 from helpers import (
     DeviceLoader,
@@ -218,15 +219,74 @@ def test_a_buffer_that_became_infinite_is_never_saved_as_a_finished_run(tmp_path
 
 
 
+def foreign_loader(images, labels, classes, **options) -> DataLoader:
+    """A plain DataLoader over a TensorDataset, as a student might build one, telling its classes."""
+    dataset = TensorDataset(images, labels)
+    dataset.classes = classes
+    return DataLoader(dataset, batch_size=32, **options)
+
+
 def test_a_nan_in_an_image_is_blamed_on_the_data_not_the_learning_rate(tmp_path):
     train_loader, valid_loader, test_loader = tiny_loaders()
-    images = train_loader.images.float()
+    images = train_loader.images.float() / 255  # what the tiny loaders serve: the default recipe only scales
     images[37, 0, 3, 3] = float("nan")  # one pixel of one image
-    broken = DeviceLoader(images, train_loader.labels, train_loader.batch_size, train_loader.recipe,
-                          train_loader.classes, train=True, shuffle=False, drop_last=True, device="cpu")
+    broken = foreign_loader(images, train_loader.labels, train_loader.classes, drop_last=True)
     with pytest.raises(NonFiniteLossError) as error:
         run(num_epochs=2, loaders=(broken, valid_loader, test_loader), checkpoint_path=tmp_path / "run.pt",
             logging_interval=1)
     message = str(error.value)
     assert "An image of batch 2 in epoch 1 holds NaN or infinite values: the data is broken" in message
     assert "smaller learning rate" not in message and not (tmp_path / "run.pt").exists()
+
+
+# ----------------------------------------------------------------- labels of loaders built elsewhere
+
+
+def test_a_bad_label_in_a_foreign_test_loader_only_is_refused_before_training(tmp_path):
+    train_loader, valid_loader, test_loader = tiny_loaders()
+    labels = test_loader.labels.clone()
+    labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(4))[0]] = 10
+    foreign_test = foreign_loader(test_loader.images.float() / 255, labels, test_loader.classes)
+    with pytest.raises(ValueError, match="The labels of the test_loader include class 10, but there are 10 classes"):
+        run(num_epochs=2, loaders=(train_loader, valid_loader, foreign_test), checkpoint_path=tmp_path / "run.pt")
+    assert not (tmp_path / "run.pt").exists()  # found before the first epoch, not after the last
+
+
+@pytest.mark.parametrize("fraction", [0.25, 1.0])
+def test_labels_of_minus_100_are_refused_not_ignored_by_the_loss(fraction, tmp_path):
+    """cross_entropy skips -100: a quarter of them gave 75% accuracy, all of them a NaN blamed on the learning rate."""
+    train_loader, valid_loader, test_loader = tiny_loaders()
+    labels = train_loader.labels.clone()
+    labels[torch.randperm(len(labels), generator=torch.Generator().manual_seed(5))[:int(fraction * len(labels))]] = -100
+    foreign_train = foreign_loader(train_loader.images.float() / 255, labels, train_loader.classes, shuffle=True)
+    with pytest.raises(ValueError, match="The labels of the train_loader include -100.*ignore_index"):
+        run(num_epochs=1, loaders=(foreign_train, valid_loader, test_loader), checkpoint_path=tmp_path / "run.pt")
+    assert not (tmp_path / "run.pt").exists()
+
+
+def test_the_targets_of_a_subset_are_checked_unless_a_target_transform_changes_them():
+    class Targets(TensorDataset):  # a torchvision-style dataset: targets as a list, a target_transform
+        def __init__(self, images, targets, target_transform=None):
+            super().__init__(images)
+            self.targets, self.target_transform = targets, target_transform
+
+        def __getitem__(self, index):
+            target = self.targets[index]
+            return self.tensors[0][index], target if self.target_transform is None else self.target_transform(target)
+
+    train_loader, valid_loader, _ = tiny_loaders()
+    images, targets = valid_loader.images.float() / 255, valid_loader.labels.tolist()
+    targets[-1] = 11  # outside the subset below, then inside it
+    for indices, refused in ((range(32), False), (range(64), True)):
+        dataset = Subset(Targets(images, targets), indices)
+        dataset.classes = valid_loader.classes
+        loader = DataLoader(dataset, batch_size=32)
+        if refused:
+            with pytest.raises(ValueError, match="The labels of the valid_loader include class 11"):
+                run(num_epochs=1, loaders=(train_loader, loader, None))
+        else:
+            run(num_epochs=1, loaders=(train_loader, loader, None))
+    counted_from_one = Targets(images, [label + 1 for label in valid_loader.labels.tolist()], lambda t: t - 1)
+    counted_from_one.classes = valid_loader.classes
+    _, history = run(num_epochs=1, loaders=(train_loader, DataLoader(counted_from_one, batch_size=32), None))
+    assert history.num_epochs == 1  # served labels are 0 to 9: a target_transform's input is not judged

@@ -93,6 +93,29 @@ def test_the_final_test_pass_leaves_the_last_epoch_in_the_checkpoint(tmp_path, m
     assert tested["history"]["test_acc"] == history.test_acc
 
 
+def test_an_error_in_the_final_test_keeps_the_last_epoch_and_a_rerun_only_tests(tmp_path, monkeypatch, capsys):
+    """The last epoch is saved before the final test: whatever fails there, it is never trained again."""
+    real_evaluate, loaders = helpers.training.evaluate, tiny_loaders()
+
+    def failing_test(model, loader, *args):
+        if loader is loaders[2]:
+            raise RuntimeError("the test data could not be read")
+        return real_evaluate(model, loader, *args)
+
+    monkeypatch.setattr(helpers.training, "evaluate", failing_test)
+    with pytest.raises(RuntimeError, match="the test data could not be read"):
+        run(num_epochs=2, loaders=loaders, checkpoint_path=tmp_path / "run.pt")
+    saved = load_checkpoint(tmp_path / "run.pt")
+    assert len(saved["history"]["valid_acc"]) == 2 and saved["history"]["test_acc"] is None
+    monkeypatch.setattr(helpers.training, "evaluate", real_evaluate)
+    capsys.readouterr()
+    model, history = run(num_epochs=2, loaders=loaders, checkpoint_path=tmp_path / "run.pt")
+    out = capsys.readouterr().out
+    assert "Epoch 001/002" not in out and "Epoch 002/002" not in out and "Test accuracy" in out  # tested, not trained
+    assert history.num_epochs == 2 and history.test_acc == pytest.approx(compute_accuracy(model, loaders[2]))
+    assert load_checkpoint(tmp_path / "run.pt")["history"]["test_acc"] == history.test_acc
+
+
 def test_exact_train_accuracy_is_an_eval_mode_pass():
     model, history = run(num_epochs=1, exact_train_accuracy=True)
     train_loader, _, _ = tiny_loaders()

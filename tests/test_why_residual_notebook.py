@@ -219,7 +219,8 @@ def test_channel_statistics_come_from_the_training_split_only(notebook, capsys):
     data = ImageData(train_images, torch.arange(num_train) % 10, torch.zeros(num_test, 3, 32, 32, dtype=torch.uint8),
                      torch.arange(num_test) % 10, tuple(str(i) for i in range(10)), synthetic=False)
     settings = {"RANDOM_SEED": 123, "BATCH_SIZE": 32, "PADDING": 4, "VALIDATION_FRACTION": 0.1, "DEVICE": "cpu",
-                "USE_GOOGLE_DRIVE": False, "DATA_DIR": None, "SMOKE_TEST": True, "RECIPE": notebook["ImageRecipe"](crop=32, hflip=True)}
+                "USE_GOOGLE_DRIVE": False, "DATA_DIR": None, "SMOKE_TEST": True,
+                "RECIPE": notebook["ImageRecipe"](crop=32, hflip=True)}
     namespace = {**notebook, **settings, "load_dataset": lambda *args, **kwargs: data}
     exec(code_cell(NOTEBOOK, "compute_channel_stats("), namespace)
     capsys.readouterr()
