@@ -228,6 +228,7 @@ def first_steps_56_findings(record: dict) -> str:
         if "lr 0.1" in runs and "warm-up" in runs:
             at_rate, warmed = (steps_at_chance(runs[name]["errors"]) for name in ("lr 0.1", "warm-up"))
             ended = runs["warm-up"]["warmup_ended_at"]
+            warm = f"0.01 for its first {ended - 1} steps, then 0.1" if ended else "0.01 throughout"
             sentences.append(f"Seed {seed}: at 0.1 from the start, step {at_rate if at_rate else 'none of 1,000'}; "
-                             f"warmed up at 0.01 (until step {ended}), step {warmed if warmed else 'none of 1,000'}.")
+                             f"warmed up ({warm}), step {warmed if warmed else 'none of 1,000'}.")
     return " ".join(sentences)
