@@ -141,7 +141,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(
             f"The checkpoint {path} cannot be read: this user account has no permission to read it (it is "
             f"{_owner_and_mode(path)}). Nothing is wrong with the file, and it was left untouched. Ask its owner to "
-            f"make it readable (chmod a+r), or copy it into a folder of yours and pass that copy as checkpoint_path."
+            f"make it readable to you (`chmod a+r {path}`), then run this cell again."
         ) from error
     except OSError as error:
         if error.errno not in DRIVE_ERRORS:  # the checksum test's, or a seek past the end: the content is damaged
@@ -162,8 +162,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
 
 def _damaged(path: Path, error: BaseException) -> CheckpointError:
     return CheckpointError(
-            f"The checkpoint {path} cannot be read ({error_text(error)}); it may have been cut short or damaged. "
-            f"It was left untouched. To start a new run beside it, {another_path(path)}."
+        f"The checkpoint {path} cannot be read ({error_text(error)}); it may have been cut short or damaged. "
+        f"It was left untouched. To start a new run beside it, {another_path(path)}."
     )
 
 

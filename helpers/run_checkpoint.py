@@ -133,10 +133,11 @@ class RunCheckpoint:
                 f"run beside it, {another_path(self.path)}.")
 
     def _moved_on_message(self, state: dict) -> str:
-        saved = state["signature"].get("optimizer", {}).get("groups", [{}])[0].get("lr")
+        groups = state["signature"].get("optimizer", {}).get("groups") or [{}]  # a hand-edited file may lack them
+        started = groups[0].get("lr")
         now = current_lrs(self.optimizer)[0]
-        lr = f" (the learning rate is now {now:g}; the run started at {saved:g})" if isinstance(saved, (int, float)) \
-            and saved != now else ""
+        changed = isinstance(started, (int, float)) and started != now
+        lr = f" (the learning rate is now {now:g}; the run started at {started:g})" if changed else ""
         return (f"The optimizer and scheduler given to this call have already trained: an earlier train_model call "
                 f"(interrupted, or finished) moved them on{lr}, so they no longer match the run in {self.path} "
                 f"({_epochs(state)} epoch(s)), which was left untouched. To resume it, rerun the cell that builds "
