@@ -11,18 +11,21 @@ import torch
 
 from .checkpoint import (
     CheckpointError,
+    abandoned_partials,
     another_path,
     check_folder,
     check_name,
     check_room,
     checkpoint_contents,
-    leftover_partials,
     load_checkpoint,
     room_needed,
     save_checkpoint,
+    write_fix,
     write_problem,
 )
-from .checkpoint_lock import CheckpointLock
+from .checkpoint_content import content_problem
+from .checkpoint_lock import STALE_S, CheckpointLock
+from .scheduling import current_lrs
 from .signature import code_sources, describe_differences, run_signature, unchecked
 
 REBUILD = "rerun the cell that builds the model and its optimizer, then this one"
@@ -37,6 +40,9 @@ class RunCheckpoint:
         check_name(path)
         self.signature = run_signature(model, optimizer, scheduler, train_loader, valid_loader, loss_fn)
         self.sources = code_sources(model)
+        self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        # Checked before this call steps them: an earlier call (cut short by Ctrl-C, say) may have moved them on.
+        self._moved_on = any(optimizer.state.values()) or getattr(scheduler, "last_epoch", 0) > 0
         self.saved_epochs = 0  # what the file holds
         self._lock = CheckpointLock(path)
         self._not_writable = None  # why the folder takes no file: a finished run there can still be shown
@@ -48,7 +54,7 @@ class RunCheckpoint:
             self._not_writable = error
             return self
         self._lock.acquire()
-        for leftover in leftover_partials(self.path):  # a killed writer's: no live kernel writes this file now
+        for leftover in abandoned_partials(self.path, older_than_s=STALE_S):  # a killed writer's, not a live one's
             leftover.unlink(missing_ok=True)
         return self
 
@@ -62,8 +68,13 @@ class RunCheckpoint:
             return None
         state = load_checkpoint(self.path)
         differences = describe_differences(state["signature"], self.signature, state["sources"], self.sources)
+        if differences and self._moved_on:
+            raise CheckpointError(self._moved_on_message(state))
         if differences:
             raise CheckpointError(self._another_run_message(state, differences))
+        problem = content_problem(state, self.model, self.optimizer, self.scheduler)
+        if problem:
+            raise CheckpointError(self.bad_content_message(problem))
         self.saved_epochs = _epochs(state)
         return state
 
@@ -76,6 +87,7 @@ class RunCheckpoint:
         """Write the run as it stands after `epochs` epochs; on failure the previous file stays, and we say so."""
         if self._not_writable is not None:
             raise self._not_writable
+        self._lock.check_owned()  # a kernel paused past the lock's timeout may have lost it: then it writes nothing
         first = not self.path.exists()
         try:
             save_checkpoint(checkpoint_contents(signature=self.signature, sources=self.sources, **parts), self.path)
@@ -83,7 +95,7 @@ class RunCheckpoint:
             reason = write_problem(error, self.path.parent)
             raise CheckpointError(
                 f"The checkpoint {self.path} could not be written after {after} ({reason}). {self.kept()}; the "
-                "unfinished file was removed. Free some space or make the folder writable, then run this cell again.",
+                f"unfinished file was removed. {write_fix(reason)}, then run this cell again.",
                 reason,
             ) from error
         self.saved_epochs = epochs
@@ -117,6 +129,22 @@ class RunCheckpoint:
                     f"part-trained: to start again, {REBUILD}.")
         return (f"Training stopped {stage}. {self.path} keeps epoch {self.saved_epochs}: to resume from there, run "
                 "this cell again (first the cell that builds the model, if it is another one).")
+
+    def bad_content_message(self, problem: str) -> str:
+        return (f"The checkpoint {self.path} passes its checksums, but {problem}: it was changed after train_model "
+                "wrote it, or written by other code. It was left untouched, and nothing was trained. To start a new "
+                f"run beside it, {another_path(self.path)}.")
+
+    def _moved_on_message(self, state: dict) -> str:
+        groups = state["signature"].get("optimizer", {}).get("groups") or [{}]  # a hand-edited file may lack them
+        started = groups[0].get("lr")
+        now = current_lrs(self.optimizer)[0]
+        changed = isinstance(started, (int, float)) and started != now
+        lr = f" (the learning rate is now {now:g}; the run started at {started:g})" if changed else ""
+        return (f"The optimizer and scheduler given to this call have already trained: an earlier train_model call "
+                f"(interrupted, or finished) moved them on{lr}, so they no longer match the run in {self.path} "
+                f"({_epochs(state)} epoch(s)), which was left untouched. To resume it, rerun the cell that builds "
+                "the model, its optimizer and its scheduler, then this one: the checkpoint puts back their state.")
 
     def _another_run_message(self, state: dict, differences: list[str]) -> str:
         return (f"The checkpoint {self.path} holds {_epochs(state)} epoch(s) of another run. "

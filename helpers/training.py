@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import CheckpointError, another_path
+from .checkpoint import CheckpointError, another_path, error_text
 from .checks import check_count
 from .environment import get_device
 from .evaluation import Precision, evaluate
@@ -110,6 +110,16 @@ class _Run:
         self.stage = "before training started"  # where a Ctrl-C would stop it, for its message
 
     def resume(self, state: dict) -> None:
+        try:
+            self._restore(state)
+        except CheckpointError:
+            raise
+        except Exception as error:  # content the checkpoint's checks could not foresee: say so, keep the file
+            problem = f"its state could not be loaded ({error_text(error)})"
+            raise CheckpointError(f"{self.checkpoint.bad_content_message(problem)} The model or the optimizer may be "
+                                  f"part-loaded: {REBUILD}.") from error
+
+    def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None:

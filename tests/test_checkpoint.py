@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import errno
 import io
+import os
+import stat
 
 import pytest
 import torch
 
+import helpers.checkpoint
 from helpers.checkpoint import (
     CHECKPOINT_FORMAT,
     checkpoint_estimate,
@@ -15,12 +18,16 @@ from helpers.checkpoint import (
     leftover_partials,
     load_checkpoint,
     optimizer_copies,
+    save_atomically,
     save_checkpoint,
+    write_problem,
 )
 from tests.support import (
     failing_save,
     refused,
+    snapshot,
     tiny_model,
+    unchanged,
 )
 
 LR_SCHEDULER = torch.optim.lr_scheduler
@@ -80,6 +87,65 @@ def test_a_history_in_another_layout_is_refused_clearly(saved_run):
     assert "The history in" in refused(saved_run)
 
 
+def wider_first_layer(state):
+    state["model"]["features.0.weight"] = torch.zeros(8, 1, 3, 3)
+
+
+def garbage_optimizer_state(state):
+    state["optimizer"]["state"][0] = {"momentum_buffer": "garbage"}
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda state: state.update(rng=None), "its random-number states are None"),
+    (lambda state: state["rng"].update(torch=None), "torch's is None"),
+    (wider_first_layer, "its weights' features.0.weight has shape [8, 1, 3, 3], where the model's has [4, 1, 3, 3]"),
+    (lambda state: state["best_model"].pop("features.0.weight"), "its best epoch's weights lack features.0.weight"),
+    (garbage_optimizer_state, "its optimizer state's momentum_buffer of parameter 0 is a str ('garbage')"),
+    (lambda state: state.update(optimizer="garbage"), "its optimizer state is a str ('garbage')"),
+    (lambda state: state.update(scaler=[1, 2]), "its gradient scaler state is a list"),
+], ids=["rng None", "torch rng None", "weight shape", "best weights", "optimizer buffer", "optimizer", "scaler"])
+def test_a_checkpoint_with_valid_checksums_but_bad_content_is_refused_and_kept(saved_run, change, said):
+    """A file edited by hand or by other code: the checksums pass, the content is said to be wrong, nothing loads."""
+    rewritten(saved_run, change)
+    model = tiny_model()
+    before = snapshot(model)
+    message = refused(saved_run, model=model)
+    assert said in message and "passes its checksums" in message and "left untouched" in message
+    assert unchanged(model, before)
+
+
+# ----------------------------------------------------------------- files that cannot be read, and by whom
+
+
+def test_a_checkpoint_this_account_may_not_read_is_not_called_damaged(saved_run, monkeypatch):
+    def permission_denied(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied", str(saved_run))
+
+    monkeypatch.setattr(helpers.checkpoint.zipfile, "ZipFile", permission_denied)
+    message = refused(saved_run)
+    assert "cannot be read: this user account has no permission to read it" in message
+    assert "damaged" not in message and "cut short" not in message and "chmod a+r" in message
+
+
+def test_a_checkpoint_path_that_is_a_folder_is_said_to_be_one(tmp_path):
+    (tmp_path / "run.pt").mkdir()
+    with pytest.raises(helpers.checkpoint.CheckpointError, match="run.pt is a folder, not a checkpoint file"):
+        load_checkpoint(tmp_path / "run.pt")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_saved_files_get_the_mode_a_plain_write_would_give(tmp_path, umask):
+    """An instructor's checkpoint in a shared folder is readable by students whenever a plain file there would be."""
+    previous = os.umask(umask)
+    try:
+        save_checkpoint({"format": CHECKPOINT_FORMAT}, tmp_path / "run.pt")
+        save_atomically({"w": torch.zeros(2)}, tmp_path / "cache.pt", prefix=".cache.", suffix=".tmp")
+    finally:
+        os.umask(previous)
+    for path in (tmp_path / "run.pt", tmp_path / "cache.pt"):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask
+
+
 
 # ----------------------------------------------------------------- writing
 
@@ -93,6 +159,21 @@ def test_save_checkpoint_removes_its_partial_file_when_the_write_fails(tmp_path,
     assert torch.load(path, weights_only=True)["epoch"] == 1
     assert not leftover_partials(path)
 
+
+
+def test_a_file_size_limit_is_not_called_a_full_disk(tmp_path, monkeypatch):
+    """torch says "unexpected pos" for any short write: with room on the disk, `ulimit -f` stopped it."""
+    monkeypatch.setattr(helpers.checkpoint, "file_size_limit", lambda: 20_480)
+    reason = write_problem(RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 20480 vs 20416"),
+                           tmp_path)
+    assert reason.startswith("the file would be larger than this process may write: its file-size limit is 20 kB")
+    assert "ulimit -f" in reason and "disk is full" not in reason
+    assert write_problem(OSError(errno.EFBIG, "File too large"), tmp_path) == reason
+
+
+def test_a_short_write_without_a_file_size_limit_is_a_full_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr(helpers.checkpoint, "file_size_limit", lambda: None)
+    assert write_problem(RuntimeError("unexpected pos 1 vs 0"), tmp_path).startswith("the disk is full, ")
 
 
 # ----------------------------------------------------------------- sizes

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import errno
 import json
+import os
+import resource
 import signal
 import subprocess
 import sys
@@ -139,6 +141,54 @@ def test_ctrl_c_keeps_the_checkpoint_and_says_how_to_resume(tmp_path, capsys):
     assert same_weights(model_straight, model_resumed)
 
 
+def test_rerunning_after_ctrl_c_with_the_same_optimizer_says_it_moved_on(tmp_path):
+    """The scheduler lowered the learning rate before Ctrl-C: the objects moved on, the run did not change."""
+    path = tmp_path / "run.pt"
+    train_loader, valid_loader, test_loader = tiny_loaders(num_train=64)
+    model = tiny_model()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    scheduler = LR_SCHEDULER.StepLR(optimizer, step_size=1, gamma=0.7)
+    prepare, calls = train_loader.prepare, [0]
+
+    def interrupt_in_epoch_two(images, *args):
+        calls[0] += 1
+        if calls[0] == 1 + len(train_loader) + 1:
+            raise KeyboardInterrupt
+        return prepare(images, *args)
+
+    train_loader.prepare = interrupt_in_epoch_two
+    with pytest.raises(KeyboardInterrupt):
+        train_model(model, 3, train_loader, valid_loader, test_loader, optimizer, "cpu", scheduler=scheduler,
+                    checkpoint_path=path)
+    train_loader.prepare = prepare
+    saved = path.read_bytes()
+    with pytest.raises(CheckpointError) as error:
+        train_model(model, 3, train_loader, valid_loader, test_loader, optimizer, "cpu", scheduler=scheduler,
+                    checkpoint_path=path)
+    message = str(error.value)
+    assert "The optimizer and scheduler given to this call have already trained" in message
+    assert "(the learning rate is now 0.035; the run started at 0.05)" in message
+    assert "rerun the cell that builds the model, its optimizer and its scheduler, then this one" in message
+    assert "undo these changes" not in message and path.read_bytes() == saved
+
+
+@pytest.mark.slow
+def test_a_file_size_limit_is_said_as_such_not_as_a_full_disk(tmp_path):
+    """`ulimit -f` in the shell that started Jupyter: torch's short write must not read as a full disk."""
+    _, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    limit = 16_384  # less than one checkpoint of the tiny run
+
+    def limited():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+
+    job = subprocess.run([sys.executable, str(JOB), str(tmp_path / "run.pt"), str(tmp_path / "result"), "none"],
+                         capture_output=True, text=True, timeout=300, preexec_fn=limited)
+    assert job.returncode != 0
+    assert "its file-size limit is 16 kB (set by `ulimit -f`" in job.stderr, job.stderr[-2000:]
+    assert "disk is full" not in job.stderr and "Raise the limit" in job.stderr
+    assert not (tmp_path / "run.pt").exists() and not leftover_partials(tmp_path / "run.pt")
+
+
 def test_the_home_folder_is_expanded_in_a_checkpoint_path(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -187,9 +237,12 @@ def test_room_for_one_checkpoint_but_not_two_is_found_before_training(tmp_path, 
 
 
 def test_a_partial_file_left_by_a_crash_is_removed_before_training(tmp_path):
+    """Here an hour-old file of a name no writer of this version gives; tests/test_checkpoint_lock.py has the rest."""
     path = tmp_path / "run.pt"
     leftover = tmp_path / f"{partial_prefix(path)}killed.partial"
     leftover.write_bytes(b"half a checkpoint from a killed run")
+    an_hour_ago = time.time() - 3600
+    os.utime(leftover, (an_hour_ago, an_hour_ago))
     others = tmp_path / f"{partial_prefix(tmp_path / 'other.pt')}writing.partial"
     others.write_bytes(b"another checkpoint's write in progress")
     run(num_epochs=1, checkpoint_path=path)
