@@ -300,6 +300,7 @@ def test_a_smoke_run_marks_every_figure_with_what_the_run_was(monkeypatch, capsy
 def test_results_that_are_not_the_runs_own_say_what_they_are_inside_the_block_only(monkeypatch, capsys):
     monkeypatch.setenv("SMOKE_TEST", "1")
     print_run_mode()
+    capsys.readouterr()  # the run mode's own line
     with smoke_banner_says("trained networks, judged on 64 test images"):
         inside = plt.figure(figsize=(8, 4))
         print_smoke_banner()

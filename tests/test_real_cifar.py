@@ -175,6 +175,16 @@ def test_what_notebook_05_says_of_resnet56_in_the_whole_schedule_is_the_record(l
             assert left < run["milestones"][0]
 
 
+def test_the_delays_notebook_05_states_are_the_recorded_ones(long_records):
+    runs = long_records["first_steps_56"]["seeds"].values()
+    at_rate = [long_runs.steps_at_chance(run["lr 0.1"]["errors"]) for run in runs]
+    warmed = [long_runs.steps_at_chance(run["warm-up"]["errors"]) for run in runs]
+    flowing = " ".join(markdown_of(real_cifar.WHY_RESIDUAL_NOTEBOOK).split())
+    assert f"between {min(at_rate)} and {max(at_rate)} steps at the seeds measured" in flowing
+    assert f"leaves chance by step {max(warmed)} at every seed measured" in flowing
+    assert max(warmed) < min(at_rate)  # what "a short warm-up is enough to start it" rests on
+
+
 def test_notebook_05_leaves_the_command_to_the_readme(measured):
     """A lesson shows the numbers; how the collection measured them (a script of its repository) is the README's."""
     notebook = markdown_of(real_cifar.WHY_RESIDUAL_NOTEBOOK)
