@@ -175,6 +175,14 @@ def test_what_notebook_05_says_of_resnet56_in_the_whole_schedule_is_the_record(l
             assert left < run["milestones"][0]
 
 
+def test_plain_56_ends_far_above_plain_20_at_every_seed_as_the_notebook_and_readme_say(long_records):
+    pairs = [(runs["plain-56"]["epoch_train_error"][-1], runs["plain-20"]["epoch_train_error"][-1])
+             for runs in long_records["whole_schedule"]["seeds"].values() if "plain-20" in runs and "plain-56" in runs]
+    assert len(pairs) >= 2 and all(deep > shallow + 10 for deep, shallow in pairs)
+    assert "Plain-56 ends far above plain-20" in markdown_of(real_cifar.WHY_RESIDUAL_NOTEBOOK)
+    assert "plain-56 ends far above plain-20 at every seed" in (real_cifar.ROOT / "README.md").read_text()
+
+
 def test_the_delays_notebook_05_states_are_the_recorded_ones(long_records):
     runs = long_records["first_steps_56"]["seeds"].values()
     at_rate = [long_runs.steps_at_chance(run["lr 0.1"]["errors"]) for run in runs]

@@ -55,7 +55,8 @@ def test_ruff_passes_on_code_and_notebooks():
 
 def test_ci_runs_only_the_readme_test_command():
     """CI does nothing a user would not: the test target gets its own data (scripts/get_test_data.py); CI only
-    names the CIFAR-10 archive it has beside the checkout, as a user may (CIFAR10_ARCHIVE=... make test)."""
+    names the CIFAR-10 archive and the trained ResNets it has beside the checkout, as a user may
+    (CIFAR10_ARCHIVE=... CIFAR10_RESNETS=... make test)."""
     readme = (ROOT / "README.md").read_text()
     ci_lines = (ROOT / ".ci" / "run").read_text().splitlines()
     commands = [line.strip() for line in ci_lines if line.strip() and not line.lstrip().startswith("#")]
@@ -65,6 +66,8 @@ def test_ci_runs_only_the_readme_test_command():
         'cd "$(dirname "$0")/.."',
         "if [ -f ../shared/datasets/cifar10-jpeg.tar.xz ]; then "
         "export CIFAR10_ARCHIVE=../shared/datasets/cifar10-jpeg.tar.xz; fi",
+        'if [ -d ../shared/models/cifar10-resnets ]; then '
+        'export CIFAR10_RESNETS="$(cd ../shared/models/cifar10-resnets && pwd)"; fi',
         "make test",
     ]
 
