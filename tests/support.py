@@ -14,6 +14,8 @@ import threading
 import time
 import warnings
 from dataclasses import asdict
+from functools import partial
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -227,3 +229,23 @@ def open_sockets() -> int:
         except OSError:  # the descriptor closed while we looked
             pass
     return count
+
+
+class FileServer:
+    """A local HTTP server for the files of a folder, counting the requests it serves."""
+
+    def __init__(self, folder):
+        self.folder, self.requests = folder, []
+        requests = self.requests
+
+        class Handler(SimpleHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def send_head(self):
+                requests.append(self.path)
+                return super().send_head()
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()

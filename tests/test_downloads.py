@@ -11,10 +11,7 @@ import shutil
 import socket
 import ssl
 import subprocess
-import threading
 import time
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -24,7 +21,7 @@ from torchvision import datasets
 from helpers import downloads
 from helpers.datasets import DatasetUnavailableError, load_dataset
 from helpers.downloads import DownloadTimeoutError, download_first
-from tests.support import local_server, open_sockets, scripted_server
+from tests.support import FileServer, local_server, open_sockets, scripted_server
 
 TIMEOUT_S = 0.5
 SLACK_S = 2.5  # what a busy machine may add to a bounded wait before the test calls it a hang
@@ -88,26 +85,6 @@ def tls_server_context(tmp_path_factory):
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.load_cert_chain(certificate, key)
     return context, certificate
-
-
-class FileServer:
-    """A local HTTP server for the files of a folder, counting the requests it serves."""
-
-    def __init__(self, folder):
-        self.folder, self.requests = folder, []
-        requests = self.requests
-
-        class Handler(SimpleHTTPRequestHandler):
-            def log_message(self, *args):  # quiet
-                pass
-
-            def send_head(self):
-                requests.append(self.path)
-                return super().send_head()
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, args=(0.05,), daemon=True).start()
 
 
 @pytest.fixture

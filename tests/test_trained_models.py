@@ -8,9 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import threading
-from functools import partial
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -26,6 +23,7 @@ from helpers import (
 )
 from tests import real_cifar
 from tests.notebook_code import notebook_namespace
+from tests.support import FileServer
 
 FILES = trained_models.WEIGHTS_FILES
 # The best test accuracy stored in each file, as the shared copy's README lists it.
@@ -281,23 +279,12 @@ def test_no_download_is_tried_when_it_is_off_or_a_copy_is_named(notebook, nowher
 @pytest.fixture
 def served(tmp_path, monkeypatch):
     """A local HTTP server for a folder, standing in for the repository's address; yields (folder, requests)."""
-    folder, requests = tmp_path / "served", []
-    folder.mkdir()
-
-    class Handler(SimpleHTTPRequestHandler):
-        def log_message(self, *args):  # quiet
-            pass
-
-        def send_head(self):
-            requests.append(self.path)
-            return super().send_head()
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), partial(Handler, directory=str(folder)))
-    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
-    monkeypatch.setattr(trained_models, "DOWNLOAD_URL", f"http://127.0.0.1:{server.server_address[1]}/{{file}}")
-    yield folder, requests
-    server.shutdown()
-    server.server_close()
+    server = FileServer(tmp_path / "served")
+    server.folder.mkdir()
+    monkeypatch.setattr(trained_models, "DOWNLOAD_URL", f"{server.url}/{{file}}")
+    yield server.folder, server.requests
+    server.server.shutdown()
+    server.server.server_close()
 
 
 def test_a_missing_file_is_downloaded_into_the_data_folder_once(weights_folder, notebook, nowhere, served):
